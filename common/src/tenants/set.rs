@@ -1,0 +1,358 @@
+//! The set of tenants a service serves, parsed from a TOML tenants file or from memcached's
+//! `-Y` authfile, with authentication that leaks nothing about which apps exist.
+
+use std::collections::btree_map::{BTreeMap, Entry};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use subtle::Choice;
+
+use super::tenant::hash_token_sha256;
+use super::{hash_token, AppName, Tenant, TenantError, TokenHash};
+use crate::config::{self, ConfigError};
+
+/// Compared against when the app does not exist, so a miss costs what a hit costs. No token
+/// hashes to it in practice, and the result is masked anyway.
+const DUMMY_TOKEN: TokenHash = TokenHash {
+    sha256: [0; 32],
+    mysql_native: None,
+};
+
+/// The apps a service knows, by name. Immutable: a reload builds a new set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TenantSet {
+    tenants: BTreeMap<AppName, Tenant>,
+}
+
+/// The TOML file: `[[app]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsFile {
+    #[serde(default)]
+    app: Vec<Tenant>,
+}
+
+#[derive(Serialize)]
+struct TenantsFileOut<'a> {
+    app: Vec<&'a Tenant>,
+}
+
+impl TenantSet {
+    /// No tenants: services then serve one anonymous namespace, as memcached does.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Builds a set, refusing duplicate names and invalid limits.
+    pub fn from_tenants(tenants: impl IntoIterator<Item = Tenant>) -> Result<Self, TenantError> {
+        let mut map = BTreeMap::new();
+        for tenant in tenants {
+            tenant.validate()?;
+            match map.entry(tenant.name.clone()) {
+                Entry::Occupied(e) => return Err(TenantError::DuplicateApp(e.key().to_string())),
+                Entry::Vacant(e) => {
+                    e.insert(tenant);
+                }
+            }
+        }
+        Ok(Self { tenants: map })
+    }
+
+    /// True when there are no tenants.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    /// How many apps.
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// The app named `name`.
+    pub fn get(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.get(name)
+    }
+
+    /// Every app, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
+    /// The app if `token` is one of its tokens. Hashes the token and compares it in constant
+    /// time against every token of the app (or a dummy when there is no such app), so the
+    /// answer takes the same time whether or not the app exists.
+    pub fn authenticate(&self, app: &str, token: &str) -> Option<&Tenant> {
+        let digest = hash_token_sha256(token);
+        let tenant = self.tenants.get(app);
+        let tokens = match tenant {
+            Some(t) if !t.tokens.is_empty() => t.tokens.as_slice(),
+            _ => std::slice::from_ref(&DUMMY_TOKEN),
+        };
+        let found = tokens.iter().fold(Choice::from(0), |found, t| {
+            found | t.matches_sha256(&digest)
+        });
+        let found = found & Choice::from(u8::from(tenant.is_some_and(|t| !t.tokens.is_empty())));
+        if bool::from(found) {
+            tenant
+        } else {
+            None
+        }
+    }
+
+    /// Parses a TOML tenants file (`[[app]]` tables).
+    pub fn from_toml_str(text: &str) -> Result<Self, TenantError> {
+        Self::parse_toml(text, "<tenants>")
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Self, TenantError> {
+        let file: TenantsFile = config::from_toml_str(text, origin)?;
+        Self::from_tenants(file.app)
+    }
+
+    /// Parses memcached's `-Y` authfile: one `name:token` per line, blank lines ignored. The
+    /// same name on several lines gives that app several tokens; limits are the defaults.
+    pub fn from_memcached_authfile(text: &str) -> Result<Self, TenantError> {
+        Self::parse_authfile(text, "<authfile>")
+    }
+
+    fn parse_authfile(text: &str, origin: &str) -> Result<Self, TenantError> {
+        let mut tenants: BTreeMap<AppName, Tenant> = BTreeMap::new();
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let refuse = |reason: String| TenantError::Authfile {
+                origin: origin.to_owned(),
+                line: index + 1,
+                reason,
+            };
+            let (name, token) = line
+                .split_once(':')
+                .ok_or_else(|| refuse("expected name:token".to_owned()))?;
+            let name = AppName::parse(name).map_err(|e| refuse(e.to_string()))?;
+            // The login line is `<app> <token>`, so a token with whitespace could never match.
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(refuse(format!(
+                    "the token of app {name} is empty or contains whitespace"
+                )));
+            }
+            tenants
+                .entry(name.clone())
+                .or_insert_with(|| Tenant::new(name))
+                .tokens
+                .push(hash_token(token));
+        }
+        Ok(Self { tenants })
+    }
+
+    /// Reads a tenants file, TOML or memcached authfile (see [`looks_like_authfile`]).
+    pub fn load(path: &Path) -> Result<TenantSet, TenantError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TenantError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        if looks_like_authfile(&text) {
+            Self::parse_authfile(&text, &origin)
+        } else {
+            Self::parse_toml(&text, &origin)
+        }
+    }
+
+    /// The set as a TOML tenants file (tokens as hashes only).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        config::to_toml(&TenantsFileOut {
+            app: self.tenants.values().collect(),
+        })
+    }
+}
+
+/// Whether every non-empty line reads `name:token`: the text before the first `:` holds no
+/// whitespace, `=`, `[`, `{`, quote or `#`, which every meaningful TOML line breaks. The token
+/// itself may contain `=` (base64 passwords in existing memcached authfiles).
+pub fn looks_like_authfile(text: &str) -> bool {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+    lines.peek().is_some()
+        && lines.all(|line| match line.split_once(':') {
+            Some((name, _)) => {
+                !name.is_empty()
+                    && !name.contains(|c: char| c.is_whitespace() || "=[{\"'#".contains(c))
+            }
+            None => false,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+
+    const TOML: &str = r#"
+[[app]]
+name = "guestbook"
+tokens = [{ sha256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8" }]
+cache_bytes = "16MiB"
+
+[[app]]
+name = "blog"
+token = "blog-dev-token"
+"#;
+
+    #[test]
+    fn toml_file_parses() {
+        let set = TenantSet::from_toml_str(TOML).unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(!set.is_empty());
+        assert_eq!(set.get("guestbook").unwrap().cache_bytes, ByteSize::mib(16));
+        assert_eq!(set.get("blog").unwrap().cache_bytes, ByteSize::mib(64));
+        assert!(set.get("nope").is_none());
+        let names: Vec<&str> = set.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["blog", "guestbook"]);
+
+        let printed = set.to_toml().unwrap();
+        assert!(!printed.contains("blog-dev-token"), "{printed}");
+        assert_eq!(TenantSet::from_toml_str(&printed).unwrap(), set);
+
+        assert!(TenantSet::from_toml_str("").unwrap().is_empty());
+        assert!(TenantSet::empty().is_empty());
+    }
+
+    #[test]
+    fn authenticate_checks_app_and_token() {
+        let set = TenantSet::from_toml_str(TOML).unwrap();
+        assert_eq!(
+            set.authenticate("guestbook", "password")
+                .unwrap()
+                .name
+                .as_str(),
+            "guestbook"
+        );
+        assert_eq!(
+            set.authenticate("blog", "blog-dev-token")
+                .unwrap()
+                .name
+                .as_str(),
+            "blog"
+        );
+        assert!(set.authenticate("blog", "password").is_none());
+        assert!(set.authenticate("guestbook", "blog-dev-token").is_none());
+        assert!(set.authenticate("nope", "password").is_none());
+        assert!(set.authenticate("", "").is_none());
+
+        let tokenless = Tenant::new(AppName::parse("quiet").unwrap());
+        let set = TenantSet::from_tenants([tokenless]).unwrap();
+        assert!(set.authenticate("quiet", "").is_none());
+    }
+
+    #[test]
+    fn toml_errors_name_line_and_key() {
+        let err = TenantSet::from_toml_str("[[app]]\nname = \"a\"\nmax_conections = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("<tenants>:3:1: ") && err.contains("unknown field `max_conections`"),
+            "{err}"
+        );
+
+        let err = TenantSet::from_toml_str("[[apps]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `apps`"), "{err}");
+
+        let err = TenantSet::from_toml_str("[[app]]\nname = \"admin\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("<tenants>:2:") && err.contains("reserved"),
+            "{err}"
+        );
+
+        let err = TenantSet::from_toml_str("[[app]]\nname = \"a\"\n[[app]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "app a is listed twice");
+    }
+
+    #[test]
+    fn authfile_parses() {
+        let set = TenantSet::from_memcached_authfile(
+            "guestbook:tok1\r\n\n  \nblog:b=tok:2\nguestbook:tok3",
+        )
+        .unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(set.authenticate("guestbook", "tok1").is_some());
+        assert!(set.authenticate("guestbook", "tok3").is_some());
+        assert!(set.authenticate("blog", "b=tok:2").is_some());
+        assert!(set.authenticate("blog", "tok1").is_none());
+        assert_eq!(set.get("blog").unwrap().cache_bytes, ByteSize::mib(64));
+        assert!(TenantSet::from_memcached_authfile("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn authfile_errors_name_the_line() {
+        let cases = [
+            ("ok:t\nnocolon\n", ":2: expected name:token"),
+            (
+                "Bad:t",
+                ":1: invalid app name \"Bad\": it must start with a lowercase letter a-z",
+            ),
+            (
+                "ok:t\n\nroot:t",
+                ":3: invalid app name \"root\": the name is reserved",
+            ),
+            (
+                "ok:",
+                ":1: the token of app ok is empty or contains whitespace",
+            ),
+            (
+                "ok:a b",
+                ":1: the token of app ok is empty or contains whitespace",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = TenantSet::from_memcached_authfile(text)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, format!("<authfile>{expected}"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn format_detection() {
+        assert!(looks_like_authfile("app:tok\n\nother:x=y[z]\n"));
+        assert!(looks_like_authfile("Bad_Name:tok"));
+        assert!(!looks_like_authfile(""));
+        assert!(!looks_like_authfile(TOML));
+        assert!(!looks_like_authfile("# only: a comment\n"));
+        assert!(!looks_like_authfile("app:tok\nname = \"x:y\""));
+        assert!(!looks_like_authfile("app:tok\n[[app]]"));
+    }
+
+    #[test]
+    fn load_detects_the_format() {
+        let dir = std::env::temp_dir().join(format!("berth-common-set-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml_path = dir.join("tenants.toml");
+        std::fs::write(&toml_path, TOML).unwrap();
+        assert_eq!(TenantSet::load(&toml_path).unwrap().len(), 2);
+
+        let auth_path = dir.join("authfile");
+        std::fs::write(&auth_path, "one:t1\ntwo:t2\nthree:t3\n").unwrap();
+        let set = TenantSet::load(&auth_path).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(set.authenticate("two", "t2").is_some());
+
+        std::fs::write(&auth_path, "one:t1\nTwo:t2\n").unwrap();
+        let err = TenantSet::load(&auth_path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:2: ", auth_path.display())),
+            "{err}"
+        );
+
+        let err = TenantSet::load(&dir.join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read tenants file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+"""Cross-client tests of the cache server (memcached text protocol)."""

@@ -1,0 +1,1 @@
+"""Helpers for the cross-service tests: process control and raw wire clients."""
