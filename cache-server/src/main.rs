@@ -43,10 +43,13 @@ fn main() -> ExitCode {
         }
     };
     if let Some(set) = &tenants {
-        let total: u64 = set.iter().map(|t| t.cache_bytes.0).sum();
+        let total: u64 = server::cache_budgets(set, cfg.memory_limit.0)
+            .iter()
+            .map(|(_, b)| b)
+            .sum();
         if total > cfg.memory_limit.0 {
             eprintln!(
-                "cache-server: tenants' cache_bytes add up to {total} bytes, {} more than the memory limit (-m) of {} bytes",
+                "cache-server: the apps' cache_bytes add up to {total} bytes, {} more than the memory limit (-m) of {} bytes; raise -m or lower the budgets",
                 total - cfg.memory_limit.0,
                 cfg.memory_limit.0
             );

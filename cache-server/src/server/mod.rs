@@ -171,15 +171,13 @@ impl Shared {
     }
 
     /// The budgets a tenants set asks for.
-    fn budgets(set: &TenantSet) -> Vec<(String, u64)> {
-        set.iter()
-            .map(|t| (t.name.as_str().to_string(), t.cache_bytes.0))
-            .collect()
+    fn budgets(&self, set: &TenantSet) -> Vec<(String, u64)> {
+        cache_budgets(set, self.store.config().max_bytes)
     }
 
     /// Check a tenants set against the memory limit without applying it.
     pub fn check_tenants(&self, set: &TenantSet) -> Result<(), BudgetError> {
-        self.store.check_budgets(&Self::budgets(set))
+        self.store.check_budgets(&self.budgets(set))
     }
 
     /// Make `set` current: resize or create namespaces, drop removed apps (their connections
@@ -205,6 +203,23 @@ impl Shared {
         v.extend(self.anonymous.iter().cloned());
         v
     }
+}
+
+/// Each app's cache budget: its `cache_bytes`, or for a memcached authfile (which carries no
+/// limits) an even share of `max_bytes`, so `-Y` works with any number of users as it does in
+/// memcached.
+pub fn cache_budgets(set: &TenantSet, max_bytes: u64) -> Vec<(String, u64)> {
+    let share = max_bytes / (set.len().max(1) as u64);
+    set.iter()
+        .map(|t| {
+            let budget = if set.is_authfile() {
+                share
+            } else {
+                t.cache_bytes.0
+            };
+            (t.name.as_str().to_string(), budget)
+        })
+        .collect()
 }
 
 /// The sockets a server was given, bound before privileges are dropped.
@@ -374,7 +389,7 @@ fn spawn_reload(
 impl Shared {
     /// Bring namespaces and app states in line with `set`.
     fn sync_apps(&self, set: &TenantSet) -> Result<(), BudgetError> {
-        self.store.apply_budgets(&Self::budgets(set))?;
+        self.store.apply_budgets(&self.budgets(set))?;
         let mut apps = self.apps.write();
         apps.retain(|name, _| set.get(name).is_some());
         for t in set.iter() {

@@ -32,9 +32,10 @@ async fn garbage_gets_errors_and_valid_commands_still_work() {
         b"CLIENT_ERROR bad command line format\r\n",
     )
     .await;
+    // As in memcached, the bytes after a bad data chunk are read as the next command.
     c.rt(
         b"set k 0 0 1\r\nxyz\r\n",
-        b"CLIENT_ERROR bad data chunk\r\n",
+        b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
     )
     .await;
     c.rt(

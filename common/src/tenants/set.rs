@@ -22,6 +22,8 @@ const DUMMY_TOKEN: TokenHash = TokenHash {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantSet {
     tenants: BTreeMap<AppName, Tenant>,
+    /// Read from a memcached authfile: names and tokens only, every limit a default.
+    authfile: bool,
 }
 
 /// The TOML file: `[[app]]` tables.
@@ -55,7 +57,16 @@ impl TenantSet {
                 }
             }
         }
-        Ok(Self { tenants: map })
+        Ok(Self {
+            tenants: map,
+            authfile: false,
+        })
+    }
+
+    /// Whether the set came from a memcached authfile, which carries no limits: a service may
+    /// then size namespaces itself (the cache server splits `-m` evenly, as `-Y` users expect).
+    pub fn is_authfile(&self) -> bool {
+        self.authfile
     }
 
     /// True when there are no tenants.
@@ -142,7 +153,10 @@ impl TenantSet {
                 .tokens
                 .push(hash_token(token));
         }
-        Ok(Self { tenants })
+        Ok(Self {
+            tenants,
+            authfile: true,
+        })
     }
 
     /// Reads a tenants file, TOML or memcached authfile (see [`looks_like_authfile`]).
