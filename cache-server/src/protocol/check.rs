@@ -53,6 +53,31 @@ pub fn check_invariants(buf: &[u8], limits: &Limits) {
                 }
                 rest = &rest[consumed..];
             }
+            Parse::TooLarge {
+                unlink,
+                base64_key: _,
+                consumed,
+                swallow,
+                noreply: _,
+            } => {
+                assert!(
+                    consumed > 0 && consumed <= rest.len(),
+                    "bad consumed {consumed}"
+                );
+                assert!(
+                    swallow > limits.item_size_max + 2,
+                    "too large but swallow {swallow}"
+                );
+                if let Some(key) = unlink {
+                    assert!(!key.is_empty(), "empty key to unlink");
+                    assert!(
+                        key.len() <= limits.max_key_len.div_ceil(3) * 4,
+                        "key to unlink over the limit"
+                    );
+                }
+                rest = &rest[consumed..];
+                rest = &rest[swallow.min(rest.len())..];
+            }
             Parse::Error {
                 reply,
                 consumed,

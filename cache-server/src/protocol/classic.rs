@@ -8,7 +8,6 @@ use super::{GetCmd, Limits, Parse, Request, StoreCmd, Words};
 const ERROR: &[u8] = b"ERROR\r\n";
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 const BAD_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
-const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 const DELETE_USAGE: &[u8] =
     b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
@@ -299,7 +298,13 @@ impl<'a> Cmd<'a, '_> {
             0
         };
         if len > self.limits.item_size_max {
-            return self.fail(TOO_LARGE, swallow, noreply);
+            return Parse::TooLarge {
+                unlink: (cmd == StoreCmd::Set).then_some(key),
+                base64_key: false,
+                consumed: line.len,
+                swallow,
+                noreply,
+            };
         }
         match data_block(self.buf, line.len, len) {
             Block::Incomplete => Parse::Incomplete,
@@ -538,7 +543,13 @@ impl<'a> Cmd<'a, '_> {
             Err(reply) => return self.fail(reply, swallow, false),
         };
         if len > self.limits.item_size_max {
-            return self.fail(TOO_LARGE, swallow, false);
+            return Parse::TooLarge {
+                unlink: Some(key),
+                base64_key: flags.has(b'b'),
+                consumed: line.len,
+                swallow,
+                noreply: false,
+            };
         }
         match data_block(self.buf, line.len, len) {
             Block::Incomplete => Parse::Incomplete,

@@ -58,7 +58,23 @@ pub enum Parse<'a> {
         noreply: bool,
         close: bool,
     },
+    /// A storage request (`set`…`cas`, `ms`) whose declared length is over `item_size_max`:
+    /// answered `SERVER_ERROR object too large for cache` unless `noreply`, the line dropped
+    /// (`consumed`) and its data block discarded as it arrives (`swallow`, `\r\n` included).
+    /// Like memcached, a refused `set` or `ms` also drops the key's current value, so a client
+    /// never reads back the value it failed to replace: `unlink` is that key as sent (base64
+    /// when `base64_key`).
+    TooLarge {
+        unlink: Option<&'a [u8]>,
+        base64_key: bool,
+        consumed: usize,
+        swallow: usize,
+        noreply: bool,
+    },
 }
+
+/// The reply to [`Parse::TooLarge`].
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 
 /// Classic storage commands (`<cmd> <key> <flags> <exptime> <bytes> [cas] [noreply]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,25 @@ fn refused_with(
     assert_eq!(parse(input, limits), want, "input {:?}", show(input));
 }
 
+/// A too-large storage request: the whole input is its line.
+#[track_caller]
+pub(super) fn too_large(
+    input: &[u8],
+    limits: &Limits,
+    unlink: Option<&str>,
+    swallow: usize,
+    noreply: bool,
+) {
+    let want = Parse::TooLarge {
+        unlink: unlink.map(str::as_bytes),
+        base64_key: false,
+        consumed: input.len(),
+        swallow,
+        noreply,
+    };
+    assert_eq!(parse(input, limits), want, "input {:?}", show(input));
+}
+
 fn words(w: Words<'_>) -> Vec<&[u8]> {
     w.collect()
 }
@@ -422,11 +441,17 @@ fn storage_refusals() {
     refused("set k 0 0 5x\r\n", bad, 0, false);
     refused("set k 0 0 noreply\r\n", bad, 0, true);
     // Too large: refused before anything is buffered.
-    let large = "SERVER_ERROR object too large for cache\r\n";
-    refused("set k 0 0 1048577\r\n", large, 1_048_579, false);
-    refused(
-        "append k 0 0 2147483645 noreply\r\n",
-        large,
+    too_large(
+        b"set k 0 0 1048577\r\n",
+        &Limits::default(),
+        Some("k"),
+        1_048_579,
+        false,
+    );
+    too_large(
+        b"append k 0 0 2147483645 noreply\r\n",
+        &Limits::default(),
+        None,
         2_147_483_647,
         true,
     );
@@ -434,7 +459,7 @@ fn storage_refusals() {
         parse(b"set k 0 0 1048576\r\n", &Limits::default()),
         Parse::Incomplete
     );
-    refused_with(b"set k 0 0 65\r\n", &SMALL, large, 14, 67, false);
+    too_large(b"set k 0 0 65\r\n", &SMALL, Some("k"), 67, false);
 }
 
 #[test]
@@ -545,6 +570,9 @@ fn pipelined_requests_parse_one_after_another() {
         let (consumed, swallow) = match &result {
             Parse::Request { consumed, .. } => (*consumed, 0),
             Parse::Error {
+                consumed, swallow, ..
+            }
+            | Parse::TooLarge {
                 consumed, swallow, ..
             } => (*consumed, *swallow),
             Parse::Incomplete => panic!("incomplete at {:?}", show(rest)),

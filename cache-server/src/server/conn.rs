@@ -14,6 +14,7 @@ use super::counters::{Ctr, Local};
 use super::registry::{ConnInfo, ConnState};
 use super::{App, Shared};
 use crate::protocol::{self, Parse, Request, StoreCmd};
+use crate::store::DeleteOpts;
 
 /// Read buffer size kept between requests; larger buffers (big values) are released after use.
 const RBUF: usize = 16 * 1024;
@@ -260,6 +261,25 @@ impl<'a> Conn<'a> {
         Flow::Continue
     }
 
+    /// A storage request over the size limit: refuse it and, like memcached, drop the key's
+    /// current value so a stale value is not served after a failed `set`/`ms`.
+    fn too_large(&mut self, unlink: Option<&[u8]>, base64_key: bool, noreply: bool) {
+        if let Session::Pending = self.session {
+            self.out
+                .extend_from_slice(b"CLIENT_ERROR unauthenticated\r\n");
+            return;
+        }
+        self.local.incr(Ctr::CmdSet);
+        self.local.incr(Ctr::StoreTooLarge);
+        if let (Some(key), Some(app)) = (unlink, self.app()) {
+            let mut buf = [0u8; 512];
+            if let Ok(key) = super::meta::decoded_key(key, base64_key, &mut buf) {
+                app.ns.delete(key, &DeleteOpts::default(), self.now);
+            }
+        }
+        self.reply(protocol::TOO_LARGE, noreply);
+    }
+
     fn cache_memlimit(&mut self, megabytes: u64, noreply: bool) {
         if !self.is_admin() {
             self.out
@@ -355,6 +375,17 @@ pub(super) async fn serve<S>(
             let (consumed, flow) = match protocol::parse(&rbuf, &shared.limits) {
                 Parse::Incomplete => break,
                 Parse::Request { req, consumed } => (consumed, conn.execute(req)),
+                Parse::TooLarge {
+                    unlink,
+                    base64_key,
+                    consumed,
+                    swallow: s,
+                    noreply,
+                } => {
+                    conn.too_large(unlink, base64_key, noreply);
+                    swallow = s;
+                    (consumed, Flow::Continue)
+                }
                 Parse::Error {
                     reply,
                     consumed,

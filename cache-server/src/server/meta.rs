@@ -37,11 +37,20 @@ fn num_flag<T: std::str::FromStr>(
 
 /// The decoded key of a meta request, borrowed or decoded from base64 into `buf`.
 fn decode_key<'k>(m: &Meta<'k>, buf: &'k mut [u8; 512]) -> Result<&'k [u8], MetaError> {
-    if !m.flags.has(b'b') {
-        return Ok(m.key);
+    decoded_key(m.key, m.flags.has(b'b'), buf)
+}
+
+/// `key` as sent, or decoded from base64 into `buf`.
+pub(super) fn decoded_key<'k>(
+    key: &'k [u8],
+    base64: bool,
+    buf: &'k mut [u8; 512],
+) -> Result<&'k [u8], MetaError> {
+    if !base64 {
+        return Ok(key);
     }
     let n = B64
-        .decode_slice(m.key, &mut buf[..])
+        .decode_slice(key, &mut buf[..])
         .map_err(|_| &b"CLIENT_ERROR error decoding key\r\n"[..])?;
     if n == 0 || n > 250 {
         return Err(BAD_FORMAT);

@@ -10,6 +10,7 @@ use berth_common::config::HumanDuration;
 async fn oversized_value_is_swallowed_and_connection_stays_usable() {
     let srv = TestServer::start(|c| c.item_size_max = berth_common::config::ByteSize(1024)).await;
     let mut c = srv.client().await;
+    c.rt(&set("big", b"old"), b"STORED\r\n").await;
     let big = vec![b'x'; 1025];
     c.send(b"set big 0 0 1025\r\n").await;
     c.send(&big).await;
@@ -17,7 +18,16 @@ async fn oversized_value_is_swallowed_and_connection_stays_usable() {
     c.expect(b"SERVER_ERROR object too large for cache\r\n")
         .await;
     c.rt(&set("ok", &vec![b'y'; 1024]), b"STORED\r\n").await;
+    // As in memcached, the failed set also dropped the old value.
     c.rt(b"get big\r\n", b"END\r\n").await;
+    c.rt(b"ms big 2\r\nhi\r\n", b"HD\r\n").await;
+    c.send(b"ms big 2000 T0\r\n").await;
+    c.send(&[b'z'; 2002]).await;
+    c.rt(
+        b"mg big v\r\n",
+        b"SERVER_ERROR object too large for cache\r\nEN\r\n",
+    )
+    .await;
     srv.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! Meta command lines (`mg ms md ma me`): flags, key limits and refusals.
 
 use super::super::*;
-use super::{key, one, refused, refused_with, SMALL};
+use super::{key, one, refused, refused_with, too_large, SMALL};
 
 fn flags<'a>(f: &MetaFlags<'a>) -> Vec<(char, &'a [u8])> {
     f.iter().map(|(c, t)| (c as char, t)).collect()
@@ -156,7 +156,20 @@ fn meta_refusals() {
     refused(&format!("md k {}\r\n", letters(18)), too_long, 0, false);
     refused(&format!("ma k {}\r\n", letters(40)), too_long, 0, false);
     refused(&format!("ms k 5 {}\r\n", letters(17)), too_long, 7, false);
-    let large = "SERVER_ERROR object too large for cache\r\n";
-    refused("ms k 1048577 T0 q\r\n", large, 1_048_579, false);
-    refused_with(b"ms k 65\r\n", &SMALL, large, 9, 67, false);
+    too_large(
+        b"ms k 1048577 T0 q\r\n",
+        &Limits::default(),
+        Some("k"),
+        1_048_579,
+        false,
+    );
+    too_large(b"ms k 65\r\n", &SMALL, Some("k"), 67, false);
+    assert!(matches!(
+        parse(b"ms a2V5 65 b\r\n", &SMALL),
+        Parse::TooLarge {
+            unlink: Some(b"a2V5"),
+            base64_key: true,
+            ..
+        }
+    ));
 }
