@@ -1,7 +1,7 @@
 //! Meta command lines (`mg ms md ma me`): flags, key limits and refusals.
 
 use super::super::*;
-use super::{key, one, refused, refused_with, too_large, SMALL};
+use super::{key, one, refused, too_large, SMALL};
 
 fn flags<'a>(f: &MetaFlags<'a>) -> Vec<(char, &'a [u8])> {
     f.iter().map(|(c, t)| (c as char, t)).collect()
