@@ -10,7 +10,7 @@ import pytest
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 NEAR_1MIB = 1_000_000  # under memcached's -I 1m with its item header, so it fits both servers
 
@@ -100,7 +100,7 @@ def test_pymemcache_pooled_client(server: CacheServer) -> None:
         c.close()
 
 
-def test_pymemcache_hash_client_over_two_servers(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_pymemcache_hash_client_over_two_servers(cache_servers: CacheServerFactory) -> None:
     a: CacheServer = cache_servers.start()
     b: CacheServer = cache_servers.start()
     c = HashClient([(a.host, a.port), (b.host, b.port)], connect_timeout=5, timeout=5)

@@ -12,7 +12,7 @@ import pytest
 
 from support.wire import Wire
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 
 def test_negative_exptime_is_immediately_expired(mc: Wire) -> None:
@@ -127,7 +127,7 @@ def test_flush_all_noreply(mc: Wire) -> None:
     mc.call(b"get a\r\n", b"END\r\n")
 
 
-def test_flush_all_refused_with_F(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_flush_all_refused_with_F(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-F")
     with server.connect() as w:
         w.call(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 
-def test_disable_cas(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_disable_cas(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-C")
     with server.connect() as w:
         w.call(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n")
@@ -25,7 +25,7 @@ def _store_many(server: CacheServer, count: int, size: int) -> dict[bytes, int]:
     return replies
 
 
-def test_disable_evictions_refuses_when_full(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_disable_evictions_refuses_when_full(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-M", "-m", "2")
     replies = _store_many(server, 200, 50_000)  # 10 MB into 2 MiB
     stored = replies.get(b"STORED\r\n", 0)
@@ -39,7 +39,7 @@ def test_disable_evictions_refuses_when_full(cache_servers) -> None:  # type: ig
         assert w.stats()["evictions"] == "0"
 
 
-def test_memory_limit_evicts_oldest(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_memory_limit_evicts_oldest(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-m", "2")
     replies = _store_many(server, 200, 50_000)
     assert replies == {b"STORED\r\n": 200}, replies

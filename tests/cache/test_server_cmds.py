@@ -8,7 +8,7 @@ import time
 
 from support.wire import Wire
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 GENERAL_STATS = [
     "pid", "uptime", "time", "version", "curr_connections", "total_connections", "cmd_get",
@@ -79,7 +79,7 @@ def test_stats_general_fields(server: CacheServer, mc: Wire) -> None:
     assert int(stats["total_connections"]) >= int(stats["curr_connections"])
 
 
-def test_stats_follow_flags(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_stats_follow_flags(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-m", "32", "-t", "2", "-c", "100")
     with server.connect() as w:
         stats = _stats(w)
@@ -188,7 +188,7 @@ def test_shutdown_refused_without_A(server: CacheServer, mc: Wire) -> None:
     assert server.process.proc.poll() is None
 
 
-def test_shutdown_accepted_with_A(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_shutdown_accepted_with_A(cache_servers: CacheServerFactory) -> None:
     server: CacheServer = cache_servers.start("-A")
     with server.connect() as w:
         w.call(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")
@@ -223,7 +223,7 @@ def _try_connect(server: CacheServer) -> tuple[socket.socket | None, bytes]:
     return None, first + rest + b"<EOF>"
 
 
-def test_connection_limit(cache_servers) -> None:  # type: ignore[no-untyped-def]
+def test_connection_limit(cache_servers: CacheServerFactory) -> None:
     # memcached reserves file descriptors out of -c for itself, so its real limit is lower
     # than -c; ours admits exactly -c clients.
     server: CacheServer = cache_servers.start("-c", "16", "-t", "1")

@@ -11,7 +11,7 @@ import pytest
 
 from support.wire import Wire
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 
 def test_set_then_get(mc: Wire) -> None:
@@ -149,7 +149,8 @@ def _max_value_ok(server: CacheServer, item_max: int) -> int:
 
 
 @pytest.mark.parametrize("item_max_flag,item_max", [(None, 1 << 20), ("2m", 2 << 20)])
-def test_value_size_limit(cache_servers, item_max_flag, item_max) -> None:  # type: ignore[no-untyped-def]
+def test_value_size_limit(cache_servers: CacheServerFactory, item_max_flag: str | None,
+                          item_max: int) -> None:
     server = cache_servers.start(*(["-I", item_max_flag, "-m", "64"] if item_max_flag else []))
     biggest = _max_value_ok(server, item_max)
     with server.connect() as w:
@@ -192,9 +193,16 @@ def test_bad_data_chunk(mc: Wire) -> None:
 
 def test_bad_storage_lines(mc: Wire) -> None:
     mc.call(b"set k 0 0\r\n", b"ERROR\r\n")
-    mc.call(b"set k abc 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n")
     mc.call(b"set k 0 0 -1\r\n", b"CLIENT_ERROR bad command line format\r\n")
-    mc.sync()
+    # A refused line followed by its data block, as a real client sends it: memcached 1.6.18
+    # then parses the data line as a command (ERROR); swallowing the declared block instead
+    # is as correct and safer, so both are accepted (as for the 251-byte key).
+    for line in (b"set k abc 0 1\r\n", b"set k 0 abc 1\r\n", b"cas k 0 0 1 abc\r\n"):
+        mc.send(line + b"x\r\nmn\r\n")
+        reply = mc.read_until(b"MN\r\n")
+        assert re.fullmatch(rb"CLIENT_ERROR bad command line format\r\n(ERROR\r\n)?MN\r\n", reply), (
+            f"sent {line + b'x' + bytes([13, 10])!r}: got {reply!r}")
+    mc.call(b"get k\r\n", b"END\r\n")
 
 
 def test_binary_safe_values(mc: Wire) -> None:

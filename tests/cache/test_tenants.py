@@ -15,7 +15,7 @@ from pymemcache.exceptions import MemcacheClientError
 
 from support.wire import Wire
 
-from .conftest import CacheServer
+from .conftest import CacheServer, CacheServerFactory
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -54,7 +54,8 @@ def _tenants(tmp_path: Path, budget: str = "2MiB") -> Path:
 
 
 @pytest.fixture(params=["authfile", pytest.param("tenants", marks=pytest.mark.ours_only)])
-def tenant_server(request, cache_servers, tmp_path: Path) -> CacheServer:  # type: ignore[no-untyped-def]
+def tenant_server(request: pytest.FixtureRequest, cache_servers: CacheServerFactory,
+                  tmp_path: Path) -> CacheServer:
     """A server with apps alpha (tokA) and beta (tokB), from `-Y` or from `--tenants`."""
     if request.param == "authfile":
         # -m 128 leaves room for two apps at Berth's default 64 MiB budget each; the default
@@ -63,7 +64,7 @@ def tenant_server(request, cache_servers, tmp_path: Path) -> CacheServer:  # typ
     return cache_servers.start("--tenants", str(_tenants(tmp_path)))
 
 
-def test_authfile_with_default_memory_limit(cache_servers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_authfile_with_default_memory_limit(cache_servers: CacheServerFactory, tmp_path: Path) -> None:
     # A memcached init script with -Y and no -m must keep working when pointed at our binary.
     server: CacheServer = cache_servers.start("-Y", str(_authfile(tmp_path)))
     with server.connect() as w:
@@ -158,7 +159,7 @@ def _fill(w: Wire, prefix: bytes, count: int, size: int, batch: int = 64) -> Non
 
 @pytest.mark.ours_only
 @pytest.mark.slow
-def test_one_app_churning_cannot_evict_another(cache_servers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_app_churning_cannot_evict_another(cache_servers: CacheServerFactory, tmp_path: Path) -> None:
     server: CacheServer = cache_servers.start("--tenants", str(_tenants(tmp_path, "2MiB")))
     alpha = login(server.connect(), "alpha", "tokA")
     beta = login(server.connect(), "beta", "tokB")
@@ -183,7 +184,7 @@ def test_one_app_churning_cannot_evict_another(cache_servers, tmp_path: Path) ->
 
 
 @pytest.mark.ours_only
-def test_budgets_over_the_memory_limit_are_refused(cache_servers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_budgets_over_the_memory_limit_are_refused(cache_servers: CacheServerFactory, tmp_path: Path) -> None:
     with pytest.raises(AssertionError) as err:
         cache_servers.start("-m", "3", "--tenants", str(_tenants(tmp_path, "2MiB")), timeout=10)
     assert "exited before printing LISTEN" in str(err.value), err.value

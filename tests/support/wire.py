@@ -199,7 +199,7 @@ class Wire:
 
     def stats(self, sub: str = "") -> dict[str, str]:
         """`stats [sub]` as a dict (last value wins for repeated names)."""
-        self.send(f"stats {sub}\r\n".replace("stats \r\n", "stats\r\n").encode())
+        self.send(f"stats {sub}".rstrip().encode() + b"\r\n")
         out: dict[str, str] = {}
         while True:
             line = self.read_line()

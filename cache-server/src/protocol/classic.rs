@@ -2,7 +2,7 @@
 //! mirroring memcached 1.6's `proto_text.c` (tokenizer, token counts, number parsing, reply
 //! strings and `noreply` handling) so clients cannot tell the two servers apart.
 
-use super::meta::{Meta, MetaCmd, MetaFlags};
+use super::meta::{Meta, MetaCmd, MetaFlags, KNOWN_FLAGS};
 use super::{GetCmd, Limits, Parse, Request, StoreCmd, Words};
 
 const ERROR: &[u8] = b"ERROR\r\n";
@@ -606,6 +606,10 @@ fn meta_flags<'a>(tokens: &[&'a [u8]]) -> Result<MetaFlags<'a>, &'static [u8]> {
     let mut flags = MetaFlags::default();
     for token in tokens {
         if let Some((&flag, rest)) = token.split_first() {
+            let duplicate = flags.has(flag);
+            if !duplicate && !KNOWN_FLAGS.contains(&flag) {
+                return Err(b"CLIENT_ERROR invalid flag\r\n");
+            }
             flags.push(flag, rest)?;
         }
     }

@@ -26,6 +26,10 @@ pub struct Meta<'a> {
     pub data: &'a [u8],
 }
 
+/// Every flag some meta command understands (memcached's `_meta_flag_preparse`, plus `E` and
+/// `x` of later versions); any other letter is refused as memcached refuses it.
+pub const KNOWN_FLAGS: &[u8] = b"bcfhklqstuvxCDEFIJLMNOPRST";
+
 /// Most flags one meta command may carry (memcached's limit on tokens per line).
 pub const MAX_META_FLAGS: usize = 24;
 

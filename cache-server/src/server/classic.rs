@@ -174,6 +174,7 @@ impl Conn<'_> {
             new_cas: None,
             invalidate: false,
             vivify: None,
+            binary_key: false,
         };
         let outcome = app.ns.store(&req, self.now);
         self.count_store(cmd == StoreCmd::Cas, &outcome);

@@ -188,7 +188,8 @@ impl Conn<'_> {
                     b'l' => r.flag_num(b'l', now.saturating_sub(gf.last_access)),
                     b'h' => r.flag_num(b'h', u8::from(gf.hit_before)),
                     b'O' => r.flag_bytes(b'O', tok),
-                    b'k' => r.key(key, binary),
+                    // memcached returns the key in the form it was stored in.
+                    b'k' => r.key(key, item.binary_key),
                     _ => {}
                 }
             }
@@ -269,6 +270,7 @@ impl Conn<'_> {
             new_cas,
             invalidate: flags.has(b'I'),
             vivify,
+            binary_key: flags.has(b'b'),
         };
         let outcome = app.ns.store(&req, self.now);
         self.count_store(compare_cas.is_some(), &outcome);

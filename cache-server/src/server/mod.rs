@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::protocol::Limits;
-use crate::store::{BudgetError, Namespace, Store, StoreConfig};
+use crate::store::{BudgetError, Namespace, NamespaceStats, Store, StoreConfig};
 use counters::Counters;
 pub use registry::ConnRegistry;
 
@@ -50,6 +50,8 @@ pub struct App {
     pub total_conns: AtomicU64,
     /// Most simultaneous connections (the tenant's `max_connections`; unlimited if 0).
     pub max_conns: AtomicU64,
+    /// The store's cumulative figures at the last `stats reset`.
+    reset_base: Mutex<NamespaceStats>,
 }
 
 impl App {
@@ -61,7 +63,30 @@ impl App {
             conns: AtomicU64::new(0),
             total_conns: AtomicU64::new(0),
             max_conns: AtomicU64::new(max_conns),
+            reset_base: Mutex::new(NamespaceStats::default()),
         })
+    }
+
+    /// The namespace's figures as `stats` shows them: cumulative ones count from the last
+    /// `stats reset`, as memcached's do.
+    pub fn stats(&self) -> NamespaceStats {
+        let mut s = self.ns.stats();
+        let base = self.reset_base.lock();
+        s.total_items = s.total_items.saturating_sub(base.total_items);
+        s.evictions = s.evictions.saturating_sub(base.evictions);
+        s.evicted_unfetched = s.evicted_unfetched.saturating_sub(base.evicted_unfetched);
+        s.expired_unfetched = s.expired_unfetched.saturating_sub(base.expired_unfetched);
+        s.reclaimed = s.reclaimed.saturating_sub(base.reclaimed);
+        s.expired = s.expired.saturating_sub(base.expired);
+        s.flushed = s.flushed.saturating_sub(base.flushed);
+        s.compactions = s.compactions.saturating_sub(base.compactions);
+        s
+    }
+
+    /// `stats reset`: command counters to zero, cumulative store figures from now on.
+    pub fn reset_stats(&self) {
+        self.counters.reset();
+        *self.reset_base.lock() = self.ns.stats();
     }
 }
 

@@ -46,7 +46,7 @@ fn rusage() -> (String, String) {
 fn sum_ns(apps: &[std::sync::Arc<App>]) -> NamespaceStats {
     let mut total = NamespaceStats::default();
     for a in apps {
-        let s = a.ns.stats();
+        let s = a.stats();
         total.curr_items += s.curr_items;
         total.total_items += s.total_items;
         total.bytes += s.bytes;
@@ -88,7 +88,7 @@ impl Conn<'_> {
             Some(b"conns") => self.stats_conns(),
             Some(b"reset") => {
                 for app in self.scope() {
-                    app.counters.reset();
+                    app.reset_stats();
                 }
                 if self.is_admin() {
                     self.shared.unauth.reset();

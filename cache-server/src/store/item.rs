@@ -12,6 +12,8 @@ pub(super) const STALE: u8 = 4;
 pub(super) const WIN_SENT: u8 = 8;
 /// Deleted, replaced, expired or evicted: no hash entry points here any more.
 pub(super) const DEAD: u8 = 16;
+/// The key was sent base64-encoded (meta `b`): return it that way.
+pub(super) const BINARY_KEY: u8 = 32;
 
 const AT_BITS: usize = 0;
 const AT_KLEN: usize = 1;

@@ -2,7 +2,7 @@
 //! `do_add_delta`, the meta get/delete paths): get, store, delete, incr/decr, touch, dump.
 
 use super::item::{
-    self, decimal, parse_counter, Layout, NewItem, ACCESSED, FETCHED, STALE, WIN_SENT,
+    self, decimal, parse_counter, Layout, NewItem, ACCESSED, BINARY_KEY, FETCHED, STALE, WIN_SENT,
 };
 use super::segments::Segments;
 use super::shard::{Ctx, Found, Gone, Shard};
@@ -28,6 +28,7 @@ fn view(segs: &Segments, layout: Layout, seg: u32, off: u32) -> ItemView<'_> {
         fetched: h.has(FETCHED),
         stale: h.has(STALE),
         win_sent: h.has(WIN_SENT),
+        binary_key: h.has(BINARY_KEY),
     }
 }
 
@@ -159,7 +160,7 @@ impl Shard {
             return StoreOutcome::TooLarge;
         }
         let existing = self.lookup(cx, req.key, kh);
-        let mut bits = 0;
+        let mut bits = if req.binary_key { BINARY_KEY } else { 0 };
         let mut exptime = req.exptime;
         let mut flags = req.flags;
         let mut combined = false;
@@ -176,7 +177,7 @@ impl Shard {
                 // An older writer may still store, but the value is marked stale and keeps
                 // the current TTL and win state.
                 exptime = old.h.exptime;
-                bits = STALE | (old.h.bits & WIN_SENT);
+                bits |= STALE | (old.h.bits & WIN_SENT);
             } else {
                 return StoreOutcome::Exists;
             }

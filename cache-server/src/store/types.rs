@@ -18,6 +18,8 @@ pub struct ItemView<'a> {
     pub atime: u32,
     /// Fetched before or by this get.
     pub fetched: bool,
+    /// The key was stored base64-encoded (meta `b`).
+    pub binary_key: bool,
     /// Marked stale by an invalidation.
     pub stale: bool,
     /// A win token has been handed out (including by this get).
@@ -99,6 +101,8 @@ pub struct StoreReq<'a> {
     pub invalidate: bool,
     /// Meta `N`: append/prepend on a miss creates the item with this exptime.
     pub vivify: Option<u32>,
+    /// Meta `b`: the key arrived base64-encoded, and meta replies return it encoded.
+    pub binary_key: bool,
 }
 
 impl<'a> StoreReq<'a> {
@@ -114,6 +118,7 @@ impl<'a> StoreReq<'a> {
             new_cas: None,
             invalidate: false,
             vivify: None,
+            binary_key: false,
         }
     }
 }

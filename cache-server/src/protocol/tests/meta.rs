@@ -102,7 +102,7 @@ fn meta_commands() {
 
 /// `n` distinct one-letter flags.
 fn letters(n: usize) -> String {
-    let all = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let all = std::str::from_utf8(crate::protocol::meta::KNOWN_FLAGS).unwrap();
     all.chars()
         .take(n)
         .map(String::from)

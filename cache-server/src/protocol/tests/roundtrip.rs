@@ -362,7 +362,7 @@ fn short_key() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn meta_flags(most: usize) -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
-    let letters: Vec<u8> = (b'a'..=b'z').chain(b'A'..=b'Z').collect();
+    let letters: Vec<u8> = crate::protocol::meta::KNOWN_FLAGS.to_vec();
     proptest::sample::subsequence(letters, 0..=most)
         .prop_shuffle()
         .prop_flat_map(|letters| {
