@@ -1,6 +1,8 @@
 # Shared helpers for bench/cache/*.sh: start and stop the two servers, read their memory and
 # stats, and pull numbers out of cache-loadgen's flat JSON. Sourced, not run.
 # shellcheck shell=bash
+# Variables set here (LOADGEN, SERVER_PID, SERVER_ADDR) are read by the scripts that source it.
+# shellcheck disable=SC2034
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LOADGEN="$REPO/target/release/cache-loadgen"
@@ -25,8 +27,8 @@ cleanup() {
 
 # A TCP port nothing listens on (random, checked with ss).
 free_port() {
-    local p i
-    for i in $(seq 1 200); do
+    local p _
+    for _ in $(seq 1 200); do
         p=$(( 20000 + RANDOM % 40000 ))
         if [[ -z $(ss -ltnH "sport = :$p" 2>/dev/null) ]]; then
             echo "$p"
@@ -38,8 +40,8 @@ free_port() {
 
 # Waits until host:port accepts TCP connections.
 wait_port() {
-    local host=$1 port=$2 i
-    for i in $(seq 1 100); do
+    local host=$1 port=$2 _
+    for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
             return 0
         fi
@@ -69,14 +71,14 @@ start_memcached() {
 
 # start_ours MEGABYTES -> sets SERVER_PID and SERVER_ADDR from the "LISTEN memcache ADDR" line.
 start_ours() {
-    local mb=$1 out i line
+    local mb=$1 out _ line
     [[ -x $OURS_BIN ]] || die "$OURS_BIN not built"
     out=$(mktemp)
     "$OURS_BIN" -t 2 -m "$mb" -p 0 -U 0 --admin-listen 127.0.0.1:0 >"$out" &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
     SERVER_ADDR=
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         line=$(grep -m1 '^LISTEN memcache ' "$out" || true)
         if [[ -n $line ]]; then
             SERVER_ADDR=${line#LISTEN memcache }

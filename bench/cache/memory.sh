@@ -7,6 +7,7 @@
 # Usage: bench/cache/memory.sh [--items N] [--value-size B] [--rounds N] [--no-build]
 #                              [--harness-check]
 set -euo pipefail
+# shellcheck source=bench/cache/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ITEMS=1000000 VALUE=100 ROUNDS=1 BUILD=1 VERIFY=10000
@@ -17,7 +18,7 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --harness-check) OURS_AS_MEMCACHED=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done

@@ -7,6 +7,7 @@
 #                           [--depth N] [--no-build] [--no-memaslap] [--harness-check]
 # --harness-check runs a second memcached in place of cache-server, to check the harness.
 set -euo pipefail
+# shellcheck source=bench/cache/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS=5 DURATION=10 WARMUP=1 CONNS=50 DEPTH=1
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0; shift ;;
         --no-memaslap) MEMASLAP=0; shift ;;
         --harness-check) OURS_AS_MEMCACHED=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -93,7 +94,8 @@ col() { awk -v k="$1" -v c="$2" '$2 == k {print $c}' "$OUT/rounds.txt"; }
 MC_OPS=$(col memcached 3 | median); OURS_OPS=$(col ours 3 | median)
 MC_P99=$(col memcached 5 | median); OURS_P99=$(col ours 5 | median)
 MC_P50=$(col memcached 4 | median); OURS_P50=$(col ours 4 | median)
-# Ops per server CPU-second: less sensitive to the noisy shared machine than raw ops/s.
+# Ops per server CPU-second: less sensitive to the noisy shared machine than raw ops/s. The CPU
+# time also covers preload and warm-up, so the absolute figure is understated; compare ratios.
 eff() { awk -v k="$1" '$2 == k && $9 > 0 {printf "%.0f\n", $3 * '"$DURATION"' / $9}' "$OUT/rounds.txt" | median; }
 MC_EFF=$(eff memcached); OURS_EFF=$(eff ours)
 # Per-round ratios (paired rounds), then their median: robust to drift between rounds.
