@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if daemon {
-        if let Err(e) = daemonize() {
+        if let Err(e) = daemonize(cfg.verbosity > 0) {
             eprintln!("cache-server: cannot daemonize: {e}");
             return ExitCode::FAILURE;
         }
@@ -106,6 +106,11 @@ async fn serve(
     }
     let shutdown = Shutdown::new();
     shutdown.listen_os_signals();
+    // SIGHUP reloads tenants once the server runs; until then (and without tenants) it must
+    // not kill the process, which is its default action. tokio keeps a handler installed for
+    // the life of the process once one is registered.
+    let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let mut stdout = std::io::stdout().lock();
     for addr in bound.tcp_addrs() {
         let _ = writeln!(stdout, "LISTEN memcache {addr}");
@@ -128,8 +133,10 @@ async fn serve(
     res
 }
 
-/// `-d`: fork into the background, as memcached does, before any thread exists.
-fn daemonize() -> std::io::Result<()> {
+/// `-d`: fork into the background, as memcached does, before any thread exists. Standard
+/// input and output go to /dev/null, and standard error too unless logging was asked for
+/// (`-v`), so a caller capturing the output is not held open by the daemon.
+fn daemonize(keep_stderr: bool) -> std::io::Result<()> {
     // SAFETY: called before the tokio runtime or any other thread is started, so the child
     // is a faithful copy of a single-threaded process.
     match unsafe { libc::fork() } {
@@ -146,7 +153,8 @@ fn daemonize() -> std::io::Result<()> {
         .write(true)
         .open("/dev/null")?;
     use std::os::fd::AsRawFd;
-    for fd in [0, 1] {
+    let fds: &[i32] = if keep_stderr { &[0, 1] } else { &[0, 1, 2] };
+    for &fd in fds {
         // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
         if unsafe { libc::dup2(devnull.as_raw_fd(), fd) } == -1 {
             return Err(std::io::Error::last_os_error());
