@@ -217,6 +217,7 @@ impl<'a> Conn<'a> {
             Request::Verbosity { level, noreply } => {
                 if self.is_admin() {
                     self.shared.verbosity.store(level, Ordering::Relaxed);
+                    berth_common::telemetry::set_verbosity(level.min(3) as u8);
                     self.reply(b"OK\r\n", noreply);
                 } else {
                     self.out
