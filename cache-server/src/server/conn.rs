@@ -480,8 +480,13 @@ pub(super) async fn serve<S>(
                 }
                 draining = true;
             }
-            Wake::Tenants(ok) => {
-                if ok && !conn.still_valid() {
+            Wake::Tenants(false) => {
+                // The tenants handle is gone (the server is going away): stop watching it
+                // rather than wake on the closed channel again and again.
+                tenants_rx = None;
+            }
+            Wake::Tenants(true) => {
+                if !conn.still_valid() {
                     let _ = stream
                         .write_all(b"SERVER_ERROR authentication revoked\r\n")
                         .await;
