@@ -172,7 +172,7 @@ impl fmt::Display for ByteSize {
         }
         let (name, m) = UNITS
             .iter()
-            .filter(|(_, m)| self.0 % m == 0)
+            .filter(|(_, m)| self.0.is_multiple_of(*m))
             .min_by_key(|(_, m)| self.0 / m)
             .copied()
             .unwrap_or(("B", 1));

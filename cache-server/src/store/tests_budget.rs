@@ -388,7 +388,7 @@ fn throughput_two_threads() {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let k = &keys[(x % keys.len() as u64) as usize];
-                    if x % 10 == 0 {
+                    if x.is_multiple_of(10) {
                         set(&ns, k, &[b'w'; 100], 0, NOW);
                     } else {
                         ns.get(k, NOW, &GetOpts::default(), |hit| {

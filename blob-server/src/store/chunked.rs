@@ -1,0 +1,261 @@
+//! Content files for large objects: a versioned header, then the bytes in fixed-size chunks,
+//! each preceded by its CRC-32 (IEEE, hardware-accelerated by `crc32fast`), so a
+//! read checks every chunk before handing it out and a range read touches only its chunks.
+//!
+//! Written to a temp file (removed by a guard on any early return), fsynced, and only then
+//! handed to the committer, which renames it into place and fsyncs the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::{Error, Result};
+
+/// Magic of a content file.
+pub(crate) const MAGIC: &[u8; 8] = b"BERTHBLB";
+/// Format version of content files.
+pub(crate) const VERSION: u32 = 1;
+/// Header: magic, version, chunk size, reserved.
+pub(crate) const HEADER_LEN: u64 = 24;
+/// Bytes of checksum in front of every chunk.
+pub(crate) const CRC_LEN: u64 = 4;
+
+/// A temp file that is deleted when dropped unless [`TempFile::keep`] was called.
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Disarms the guard once the file was renamed away.
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Streams bytes into a chunked content file, holding at most one chunk in memory.
+pub(crate) struct ChunkWriter {
+    guard: TempFile,
+    out: BufWriter<File>,
+    chunk: Vec<u8>,
+    chunk_size: usize,
+}
+
+impl ChunkWriter {
+    /// Creates the temp file at `path` and writes the header.
+    pub fn create(path: PathBuf, chunk_size: u32) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let guard = TempFile { path, armed: true };
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&chunk_size.to_le_bytes());
+        header.extend_from_slice(&[0u8; 8]);
+        out.write_all(&header)?;
+        Ok(ChunkWriter {
+            guard,
+            out,
+            chunk: Vec::with_capacity(chunk_size as usize),
+            chunk_size: chunk_size as usize,
+        })
+    }
+
+    /// Appends bytes, writing out every chunk that fills.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let take = (self.chunk_size - self.chunk.len()).min(data.len());
+            self.chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.chunk.len() == self.chunk_size {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> Result<()> {
+        let crc = crc32fast::hash(&self.chunk);
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(&self.chunk)?;
+        self.chunk.clear();
+        Ok(())
+    }
+
+    /// Writes the last chunk and fsyncs the file; the guard still owns it.
+    pub fn finish(mut self) -> Result<TempFile> {
+        if !self.chunk.is_empty() {
+            self.flush_chunk()?;
+        }
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(self.guard)
+    }
+}
+
+/// Length on disk of a content file holding `size` bytes.
+pub(crate) fn file_len(size: u64, chunk_size: u32) -> u64 {
+    let chunks = size.div_ceil(chunk_size as u64);
+    HEADER_LEN + chunks * CRC_LEN + size
+}
+
+/// An open content file, checked against the size the metadata records.
+pub(crate) struct ChunkFile {
+    file: File,
+    chunk_size: u32,
+    size: u64,
+}
+
+impl ChunkFile {
+    /// Opens `path` and checks header and length; a missing file is `NotFound` to the caller.
+    pub fn open(path: &Path, size: u64) -> Result<Self> {
+        let file = File::open(path)?;
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| corrupt_or_io(e, "content file header"))?;
+        if &header[..8] != MAGIC {
+            return Err(Error::Corrupt(format!("{}: bad magic", path.display())));
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(Error::Format(format!("content file version {version}")));
+        }
+        let chunk_size = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+        if chunk_size == 0 {
+            return Err(Error::Corrupt(format!("{}: chunk size 0", path.display())));
+        }
+        let len = file.metadata()?.len();
+        if len != file_len(size, chunk_size) {
+            return Err(Error::Corrupt(format!(
+                "{}: {len} bytes on disk, expected {}",
+                path.display(),
+                file_len(size, chunk_size)
+            )));
+        }
+        Ok(ChunkFile {
+            file,
+            chunk_size,
+            size,
+        })
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Reads chunk `index` into `buf` and verifies its checksum.
+    pub fn read_chunk(&self, index: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let cs = self.chunk_size as u64;
+        let start = index * cs;
+        let len = (self.size - start).min(cs) as usize;
+        let pos = HEADER_LEN + index * (cs + CRC_LEN);
+        buf.resize(CRC_LEN as usize + len, 0);
+        self.file
+            .read_exact_at(buf, pos)
+            .map_err(|e| corrupt_or_io(e, "content chunk"))?;
+        let crc = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+        buf.drain(..CRC_LEN as usize);
+        if crc32fast::hash(buf) != crc {
+            return Err(Error::Corrupt(format!(
+                "checksum mismatch in chunk {index}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt_or_io(e: io::Error, what: &str) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        Error::Corrupt(format!("{what} is truncated"))
+    } else {
+        Error::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_file(dir: &Path, data: &[u8], cs: u32) -> PathBuf {
+        let path = dir.join("t.tmp");
+        let mut w = ChunkWriter::create(path.clone(), cs).unwrap();
+        for piece in data.chunks(7) {
+            w.write(piece).unwrap();
+        }
+        w.finish().unwrap().keep();
+        path
+    }
+
+    #[test]
+    fn chunks_round_trip_and_lengths_match() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 15, 16, 17, 100] {
+            let data: Vec<u8> = (0..len as u32).map(|i| i as u8).collect();
+            let path = write_file(dir.path(), &data, 16);
+            assert_eq!(fs::metadata(&path).unwrap().len(), file_len(len as u64, 16));
+            let f = ChunkFile::open(&path, len as u64).unwrap();
+            let mut got = Vec::new();
+            let mut buf = Vec::new();
+            for i in 0..(len as u64).div_ceil(16) {
+                f.read_chunk(i, &mut buf).unwrap();
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, data);
+            fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn flipped_byte_is_detected_in_its_chunk_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![5u8; 64];
+        let path = write_file(dir.path(), &data, 16);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        // Second chunk's data starts after header + crc0 + 16 + crc1.
+        f.write_all_at(&[6], HEADER_LEN + 4 + 16 + 4 + 3).unwrap();
+        let cf = ChunkFile::open(&path, 64).unwrap();
+        let mut buf = Vec::new();
+        cf.read_chunk(0, &mut buf).unwrap();
+        assert!(matches!(cf.read_chunk(1, &mut buf), Err(Error::Corrupt(_))));
+        cf.read_chunk(2, &mut buf).unwrap();
+    }
+
+    #[test]
+    fn wrong_length_or_magic_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(dir.path(), &[1u8; 40], 16);
+        assert!(matches!(ChunkFile::open(&path, 41), Err(Error::Corrupt(_))));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"X", 0).unwrap();
+        assert!(matches!(ChunkFile::open(&path, 40), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn guard_removes_unfinished_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.tmp");
+        {
+            let mut w = ChunkWriter::create(path.clone(), 16).unwrap();
+            w.write(&[1; 100]).unwrap();
+        }
+        assert!(!path.exists());
+        let w = ChunkWriter::create(path.clone(), 16).unwrap();
+        drop(w.finish().unwrap());
+        assert!(!path.exists());
+    }
+}

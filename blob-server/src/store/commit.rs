@@ -1,0 +1,426 @@
+//! The committer: one thread applies every metadata change, in batches. For each batch it
+//! fsyncs the volumes the batch's small records went to, renames large content files into
+//! place (fsyncing their directories), commits one redb transaction, and only then answers
+//! each writer (group commit). Serialising here also makes dedup and garbage collection
+//! race-free: whether content exists is decided inside the transaction that references it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::Database;
+
+use crate::store::chunked::TempFile;
+use crate::store::meta::{self, ContentMeta, Hold, Location, ObjectInfo, Tx};
+use crate::store::quota::{Quotas, Reservation};
+use crate::store::volume::Volumes;
+use crate::store::{meta_err, sync_dir, ContentId, Error, Paths, Result};
+
+/// Where a writer left new content before the commit.
+pub(crate) enum Staged {
+    /// A record already appended (not yet fsynced) to a volume.
+    Volume { number: u32, offset: u64 },
+    /// A complete, fsynced temp file.
+    Temp(TempFile),
+}
+
+/// What new content becomes: a blob the app holds directly, or a named object.
+pub(crate) enum Target {
+    Blob,
+    Object {
+        bucket: String,
+        key: String,
+        content_type: String,
+        user_meta: Vec<(String, String)>,
+    },
+}
+
+/// One metadata change.
+pub(crate) enum Op {
+    Store {
+        app: String,
+        id: ContentId,
+        size: u64,
+        staged: Staged,
+        reservation: Reservation,
+        target: Target,
+    },
+    DeleteBlob {
+        app: String,
+        id: ContentId,
+    },
+    DeleteObject {
+        app: String,
+        bucket: String,
+        key: String,
+    },
+}
+
+impl Op {
+    fn app(&self) -> &str {
+        match self {
+            Op::Store { app, .. } | Op::DeleteBlob { app, .. } | Op::DeleteObject { app, .. } => {
+                app
+            }
+        }
+    }
+}
+
+/// The committed result of an [`Op`].
+pub(crate) enum Reply {
+    Id(ContentId),
+    Object(ObjectInfo),
+    Deleted,
+}
+
+/// An op and where to send its answer.
+pub(crate) struct Request {
+    pub op: Op,
+    pub reply: SyncSender<Result<Reply>>,
+}
+
+pub(crate) struct Committer {
+    pub db: Arc<Database>,
+    pub volumes: Arc<Volumes>,
+    pub quotas: Arc<Quotas>,
+    pub paths: Paths,
+    pub max_batch: usize,
+    /// Batches committed so far (each one fsync of the metadata).
+    pub batches: Arc<AtomicU64>,
+}
+
+/// Per-batch bookkeeping of effects that happen around the transaction.
+#[derive(Default)]
+struct Effects {
+    /// Shard directories that got a new entry and need an fsync before the commit.
+    dirs: BTreeSet<PathBuf>,
+    /// Content files whose last reference went: unlinked after the commit.
+    unlink: HashMap<ContentId, PathBuf>,
+}
+
+struct Done {
+    reply: SyncSender<Result<Reply>>,
+    result: Result<Reply>,
+    usage: Option<(String, i128)>,
+    reservation: Option<Reservation>,
+}
+
+impl Committer {
+    /// Runs until every sender is gone.
+    pub fn run(self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn commit_batch(&self, batch: Vec<Request>) {
+        // 1. Make this batch's volume records durable: one fsync per volume for all writers.
+        let mut numbers = BTreeSet::new();
+        for r in &batch {
+            if let Op::Store {
+                staged: Staged::Volume { number, .. },
+                ..
+            } = &r.op
+            {
+                numbers.insert(*number);
+            }
+        }
+        let mut failed_volumes = BTreeSet::new();
+        for n in numbers {
+            if let Err(e) = self.volumes.sync(n) {
+                tracing::error!(volume = n, error = %e, "volume fsync failed");
+                self.volumes.mark_broken(n);
+                failed_volumes.insert(n);
+            }
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let mut effects = Effects::default();
+        let outcome = self.apply_all(batch, &failed_volumes, &mut effects, &mut done);
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "metadata commit failed");
+            let msg = e.to_string();
+            for d in done {
+                let result = match d.result {
+                    Ok(_) => Err(Error::Commit(msg.clone())),
+                    Err(e) => Err(e),
+                };
+                let _ = d.reply.send(result);
+            }
+            return;
+        }
+        // Space is reclaimed before anyone is answered, so a returned delete has freed it.
+        for (id, path) in effects.unlink {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(%id, error = %e, "could not remove collected content file");
+            }
+        }
+        for Done {
+            reply,
+            result,
+            usage,
+            reservation,
+        } in done
+        {
+            match (&result, usage, reservation) {
+                (Ok(_), Some((_, delta)), Some(res)) => res.settle(delta),
+                (Ok(_), Some((app, delta)), None) => self.quotas.apply(&app, delta),
+                // A failed write's reservation is released here.
+                _ => {}
+            }
+            let _ = reply.send(result);
+        }
+    }
+
+    fn apply_all(
+        &self,
+        batch: Vec<Request>,
+        failed_volumes: &BTreeSet<u32>,
+        effects: &mut Effects,
+        done: &mut Vec<Done>,
+    ) -> Result<()> {
+        let txn = match self.db.begin_write().map_err(meta_err) {
+            Ok(txn) => txn,
+            Err(e) => return Err(fail_all(batch, done, e)),
+        };
+        {
+            let opened = (|| {
+                Ok::<_, Error>(Tx {
+                    content: txn.open_table(meta::CONTENT).map_err(meta_err)?,
+                    refs: txn.open_table(meta::REFS).map_err(meta_err)?,
+                    usage: txn.open_table(meta::USAGE).map_err(meta_err)?,
+                    objects: txn.open_table(meta::OBJECTS).map_err(meta_err)?,
+                })
+            })();
+            let mut tx = match opened {
+                Ok(tx) => tx,
+                Err(e) => return Err(fail_all(batch, done, e)),
+            };
+            let mut fatal = None;
+            for Request { op, reply } in batch {
+                if fatal.is_some() {
+                    let result = Err(Error::Commit(
+                        "an earlier change in its batch failed".into(),
+                    ));
+                    done.push(Done {
+                        reply,
+                        result,
+                        usage: None,
+                        reservation: None,
+                    });
+                    continue;
+                }
+                let app = op.app().to_string();
+                match self.apply(&mut tx, op, failed_volumes, effects) {
+                    Ok((result, reservation)) => {
+                        let (result, usage) = match result {
+                            Ok((reply, delta)) => (Ok(reply), Some((app, delta))),
+                            Err(e) => (Err(e), None),
+                        };
+                        done.push(Done {
+                            reply,
+                            result,
+                            usage,
+                            reservation,
+                        });
+                    }
+                    Err(e) => {
+                        let result = Err(Error::Commit(e.to_string()));
+                        done.push(Done {
+                            reply,
+                            result,
+                            usage: None,
+                            reservation: None,
+                        });
+                        fatal = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            // Content removed and re-installed as a file in this batch must stay.
+            effects.unlink.retain(|id, _| {
+                !matches!(
+                    meta::get_content(&tx.content, id),
+                    Ok(Some(ContentMeta {
+                        location: Location::File,
+                        ..
+                    }))
+                )
+            });
+        }
+        for dir in &effects.dirs {
+            sync_dir(dir)?;
+        }
+        txn.commit().map_err(meta_err)?;
+        Ok(())
+    }
+
+    /// Applies one op. The outer error aborts the whole batch (the transaction may hold part
+    /// of this op); the inner one fails only this op and is returned before any change.
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        op: Op,
+        failed_volumes: &BTreeSet<u32>,
+        effects: &mut Effects,
+    ) -> Result<(Result<(Reply, i128)>, Option<Reservation>)> {
+        match op {
+            Op::Store {
+                app,
+                id,
+                size,
+                staged,
+                reservation,
+                target,
+            } => {
+                if let Staged::Volume { number, .. } = staged {
+                    if failed_volumes.contains(&number) {
+                        let e = std::io::Error::other("volume fsync failed");
+                        return Ok((Err(Error::Io(e)), Some(reservation)));
+                    }
+                }
+                let mut new = None;
+                if meta::get_content(&tx.content, &id)?.is_none() {
+                    let location = match staged {
+                        Staged::Volume { number, offset } => Location::Volume { number, offset },
+                        Staged::Temp(temp) => {
+                            if let Err(e) = self.install(&id, temp, effects) {
+                                return Ok((Err(e), Some(reservation)));
+                            }
+                            effects.unlink.remove(&id);
+                            Location::File
+                        }
+                    };
+                    new = Some(ContentMeta {
+                        size,
+                        refcount: 0,
+                        location,
+                    });
+                }
+                // Existing content: a volume record becomes dead space, a temp file is
+                // removed by its guard when `staged` drops here.
+                let (reply, delta) = match target {
+                    Target::Blob => {
+                        let charged = tx.add_hold(&app, &id, Hold::Direct, new)?;
+                        (Reply::Id(id), charged as i128)
+                    }
+                    Target::Object {
+                        bucket,
+                        key,
+                        content_type,
+                        user_meta,
+                    } => {
+                        let charged = tx.add_hold(&app, &id, Hold::Key, new)?;
+                        let info = ObjectInfo {
+                            id,
+                            size,
+                            content_type,
+                            user_meta,
+                            last_modified_ms: now_ms(),
+                        };
+                        let mut delta = charged as i128;
+                        if let Some(old) = tx.put_object(&app, &bucket, &key, &info)? {
+                            delta -= self.release(tx, &app, &old.id, Hold::Key, effects)? as i128;
+                        }
+                        (Reply::Object(info), delta)
+                    }
+                };
+                Ok((Ok((reply, delta)), Some(reservation)))
+            }
+            Op::DeleteBlob { app, id } => match tx.release_hold(&app, &id, Hold::Direct) {
+                Ok(rel) => {
+                    self.collect(&id, rel.garbage, effects);
+                    Ok((Ok((Reply::Deleted, -(rel.freed as i128))), None))
+                }
+                Err(Error::NotFound) => Ok((Err(Error::NotFound), None)),
+                Err(e) => Err(e),
+            },
+            Op::DeleteObject { app, bucket, key } => match tx.delete_object(&app, &bucket, &key)? {
+                Some(old) => {
+                    let freed = self.release(tx, &app, &old.id, Hold::Key, effects)?;
+                    Ok((Ok((Reply::Deleted, -(freed as i128))), None))
+                }
+                None => Ok((Err(Error::NotFound), None)),
+            },
+        }
+    }
+
+    fn release(
+        &self,
+        tx: &mut Tx<'_>,
+        app: &str,
+        id: &ContentId,
+        hold: Hold,
+        effects: &mut Effects,
+    ) -> Result<u64> {
+        let rel = tx.release_hold(app, id, hold).map_err(|e| match e {
+            Error::NotFound => Error::Corrupt(format!("object points at {id} without a hold")),
+            e => e,
+        })?;
+        self.collect(id, rel.garbage, effects);
+        Ok(rel.freed)
+    }
+
+    fn collect(&self, id: &ContentId, garbage: Option<ContentMeta>, effects: &mut Effects) {
+        if let Some(ContentMeta {
+            location: Location::File,
+            ..
+        }) = garbage
+        {
+            effects.unlink.insert(*id, self.paths.content(id));
+        }
+        // A volume record just becomes dead space; compaction is future work.
+    }
+
+    /// Renames a finished temp file to its content path; the directory is fsynced before the
+    /// batch commits.
+    fn install(&self, id: &ContentId, temp: TempFile, effects: &mut Effects) -> Result<()> {
+        let path = self.paths.content(id);
+        let dir = path
+            .parent()
+            .expect("content path has a parent")
+            .to_path_buf();
+        if !dir.exists() {
+            fs::create_dir(&dir)?;
+            effects.dirs.insert(self.paths.objects.clone());
+        }
+        fs::rename(temp.path(), &path)?;
+        temp.keep();
+        effects.dirs.insert(dir);
+        Ok(())
+    }
+}
+
+/// Answers every request of a batch that could not even start (the caller reports `e`).
+fn fail_all(batch: Vec<Request>, done: &mut Vec<Done>, e: Error) -> Error {
+    for Request { reply, .. } in batch {
+        let result = Err(Error::Commit(e.to_string()));
+        done.push(Done {
+            reply,
+            result,
+            usage: None,
+            reservation: None,
+        });
+    }
+    e
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,455 @@
+//! Metadata in `redb` (ACID, copy-on-write B-trees, crash-safe): which content exists and where,
+//! which app holds which content (and how: stored directly and/or named by keys), each app's
+//! usage, and named objects. Only the committer thread writes; readers use snapshots.
+
+use redb::{ReadableTable, TableDefinition};
+
+use crate::store::codec::{Dec, Enc};
+use crate::store::{ContentId, Error, Result};
+
+/// content id -> [`ContentMeta`].
+pub(crate) const CONTENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("content");
+/// (app, content id) -> [`AppRef`].
+pub(crate) const REFS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("refs");
+/// app -> bytes of distinct content it references.
+pub(crate) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+/// (app, bucket, key) -> [`ObjectInfo`].
+pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+
+/// Version byte in front of every encoded value.
+const VALUE_VERSION: u8 = 1;
+
+/// Where content lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// A record in volume `number` at byte `offset`.
+    Volume { number: u32, offset: u64 },
+    /// Its own content file, named by the id.
+    File,
+}
+
+/// One piece of stored content, shared by every app that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ContentMeta {
+    pub size: u64,
+    /// Number of apps holding a reference.
+    pub refcount: u64,
+    pub location: Location,
+}
+
+impl ContentMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        let e = Enc::default()
+            .u8(VALUE_VERSION)
+            .u64(self.size)
+            .u64(self.refcount);
+        match self.location {
+            Location::Volume { number, offset } => e.u8(1).u32(number).u64(offset).0,
+            Location::File => e.u8(2).0,
+        }
+    }
+
+    pub fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec(v);
+        check_version(d.u8()?)?;
+        let size = d.u64()?;
+        let refcount = d.u64()?;
+        let location = match d.u8()? {
+            1 => Location::Volume {
+                number: d.u32()?,
+                offset: d.u64()?,
+            },
+            2 => Location::File,
+            t => return Err(Error::Corrupt(format!("unknown location tag {t}"))),
+        };
+        Ok(ContentMeta {
+            size,
+            refcount,
+            location,
+        })
+    }
+}
+
+/// How one app holds one piece of content.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AppRef {
+    /// Stored through the content-addressed API (`write`), until `delete_blob`.
+    pub direct: bool,
+    /// Number of the app's named objects pointing at it.
+    pub keys: u64,
+}
+
+impl AppRef {
+    fn encode(&self) -> Vec<u8> {
+        Enc::default()
+            .u8(VALUE_VERSION)
+            .u8(self.direct as u8)
+            .u64(self.keys)
+            .0
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec(v);
+        check_version(d.u8()?)?;
+        Ok(AppRef {
+            direct: d.u8()? != 0,
+            keys: d.u64()?,
+        })
+    }
+}
+
+fn check_version(v: u8) -> Result<()> {
+    if v == VALUE_VERSION {
+        Ok(())
+    } else {
+        Err(Error::Format(format!("metadata value version {v}")))
+    }
+}
+
+/// A named object: what `GET /buckets/B/keys/K` answers besides the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The content it points at.
+    pub id: ContentId,
+    /// Size in bytes.
+    pub size: u64,
+    /// The Content-Type given when it was stored.
+    pub content_type: String,
+    /// User metadata (`X-Riak-Meta-*`), in the order given.
+    pub user_meta: Vec<(String, String)>,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub last_modified_ms: u64,
+}
+
+impl ObjectInfo {
+    /// The entity tag: the content digest in hex, quoted, so equal bytes have equal tags.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.id.hex())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default()
+            .u8(VALUE_VERSION)
+            .raw(&self.id.0)
+            .u64(self.size)
+            .u64(self.last_modified_ms)
+            .bytes(self.content_type.as_bytes())
+            .u32(self.user_meta.len() as u32);
+        for (k, v) in &self.user_meta {
+            e = e.bytes(k.as_bytes()).bytes(v.as_bytes());
+        }
+        e.0
+    }
+
+    fn decode(v: &[u8]) -> Result<Self> {
+        let mut d = Dec(v);
+        check_version(d.u8()?)?;
+        let id = ContentId(d.id()?);
+        let size = d.u64()?;
+        let last_modified_ms = d.u64()?;
+        let content_type = d.string()?;
+        let n = d.u32()?;
+        let mut user_meta = Vec::with_capacity(n.min(1024) as usize);
+        for _ in 0..n {
+            user_meta.push((d.string()?, d.string()?));
+        }
+        Ok(ObjectInfo {
+            id,
+            size,
+            content_type,
+            user_meta,
+            last_modified_ms,
+        })
+    }
+}
+
+pub(crate) fn ref_key(app: &str, id: &ContentId) -> Vec<u8> {
+    Enc::default().bytes(app.as_bytes()).raw(&id.0).0
+}
+
+/// Prefix shared by all keys of one bucket, so listing is a range scan.
+pub(crate) fn bucket_prefix(app: &str, bucket: &str) -> Vec<u8> {
+    Enc::default()
+        .bytes(app.as_bytes())
+        .bytes(bucket.as_bytes())
+        .0
+}
+
+pub(crate) fn object_key(app: &str, bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = bucket_prefix(app, bucket);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+type Bytes = &'static [u8];
+
+pub(crate) fn get_content(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    id: &ContentId,
+) -> Result<Option<ContentMeta>> {
+    match t.get(id.0.as_slice()).map_err(crate::store::meta_err)? {
+        Some(v) => Ok(Some(ContentMeta::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn get_ref(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    app: &str,
+    id: &ContentId,
+) -> Result<Option<AppRef>> {
+    match t
+        .get(ref_key(app, id).as_slice())
+        .map_err(crate::store::meta_err)?
+    {
+        Some(v) => Ok(Some(AppRef::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn get_object(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    app: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<ObjectInfo>> {
+    match t
+        .get(object_key(app, bucket, key).as_slice())
+        .map_err(crate::store::meta_err)?
+    {
+        Some(v) => Ok(Some(ObjectInfo::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Keys of a bucket in byte order, starting after `after`, at most `limit`.
+pub(crate) fn list_keys(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    app: &str,
+    bucket: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let prefix = bucket_prefix(app, bucket);
+    let start = match after {
+        Some(a) => {
+            let mut k = object_key(app, bucket, a);
+            k.push(0); // the smallest key greater than `a`
+            k
+        }
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    for item in t
+        .range(start.as_slice()..)
+        .map_err(crate::store::meta_err)?
+    {
+        let (k, _) = item.map_err(crate::store::meta_err)?;
+        let k = k.value();
+        if !k.starts_with(&prefix) || out.len() >= limit {
+            break;
+        }
+        let name = std::str::from_utf8(&k[prefix.len()..])
+            .map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
+        out.push(name.to_string());
+    }
+    Ok(out)
+}
+
+/// How an app takes or drops a hold on content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    Direct,
+    Key,
+}
+
+/// The write side: all tables of one write transaction.
+pub(crate) struct Tx<'t> {
+    pub content: redb::Table<'t, Bytes, Bytes>,
+    pub refs: redb::Table<'t, Bytes, Bytes>,
+    pub usage: redb::Table<'t, &'static str, u64>,
+    pub objects: redb::Table<'t, Bytes, Bytes>,
+}
+
+/// What releasing a hold did.
+pub(crate) struct Released {
+    /// Bytes taken off the app's usage (its last hold on that content went).
+    pub freed: u64,
+    /// The content's last reference went: its row is gone and its bytes may be reclaimed.
+    pub garbage: Option<ContentMeta>,
+}
+
+impl Tx<'_> {
+    fn add_usage(&mut self, app: &str, delta: i128) -> Result<()> {
+        let cur = self
+            .usage
+            .get(app)
+            .map_err(crate::store::meta_err)?
+            .map_or(0, |v| v.value());
+        let new = (cur as i128 + delta).max(0) as u64;
+        if new == 0 {
+            self.usage.remove(app).map_err(crate::store::meta_err)?;
+        } else {
+            self.usage
+                .insert(app, new)
+                .map_err(crate::store::meta_err)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a hold for `app` on `id`. `new` is the content to record if it is not stored yet.
+    /// Returns the bytes charged to the app (its size if the app did not hold it before).
+    pub fn add_hold(
+        &mut self,
+        app: &str,
+        id: &ContentId,
+        hold: Hold,
+        new: Option<ContentMeta>,
+    ) -> Result<u64> {
+        let mut content = match get_content(&self.content, id)? {
+            Some(c) => c,
+            None => new.ok_or_else(|| Error::Corrupt("content vanished before commit".into()))?,
+        };
+        let mut r = get_ref(&self.refs, app, id)?;
+        let mut charged = 0;
+        if r.is_none() {
+            content.refcount += 1;
+            charged = content.size;
+            self.add_usage(app, content.size as i128)?;
+            r = Some(AppRef::default());
+        }
+        let mut r = r.expect("set above");
+        match hold {
+            Hold::Direct => r.direct = true,
+            Hold::Key => r.keys += 1,
+        }
+        self.content
+            .insert(id.0.as_slice(), content.encode().as_slice())
+            .map_err(crate::store::meta_err)?;
+        self.refs
+            .insert(ref_key(app, id).as_slice(), r.encode().as_slice())
+            .map_err(crate::store::meta_err)?;
+        Ok(charged)
+    }
+
+    /// Drops one hold; `NotFound` if the app has no such hold.
+    pub fn release_hold(&mut self, app: &str, id: &ContentId, hold: Hold) -> Result<Released> {
+        let mut r = get_ref(&self.refs, app, id)?.ok_or(Error::NotFound)?;
+        match hold {
+            Hold::Direct if r.direct => r.direct = false,
+            Hold::Key if r.keys > 0 => r.keys -= 1,
+            _ => return Err(Error::NotFound),
+        }
+        let rk = ref_key(app, id);
+        if r.direct || r.keys > 0 {
+            self.refs
+                .insert(rk.as_slice(), r.encode().as_slice())
+                .map_err(crate::store::meta_err)?;
+            return Ok(Released {
+                freed: 0,
+                garbage: None,
+            });
+        }
+        self.refs
+            .remove(rk.as_slice())
+            .map_err(crate::store::meta_err)?;
+        let mut content = get_content(&self.content, id)?
+            .ok_or_else(|| Error::Corrupt(format!("{id} referenced but not stored")))?;
+        self.add_usage(app, -(content.size as i128))?;
+        content.refcount = content.refcount.saturating_sub(1);
+        let garbage = if content.refcount == 0 {
+            self.content
+                .remove(id.0.as_slice())
+                .map_err(crate::store::meta_err)?;
+            Some(content)
+        } else {
+            self.content
+                .insert(id.0.as_slice(), content.encode().as_slice())
+                .map_err(crate::store::meta_err)?;
+            None
+        };
+        Ok(Released {
+            freed: content.size,
+            garbage,
+        })
+    }
+
+    /// Stores the named object; returns the one it replaced.
+    pub fn put_object(
+        &mut self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        info: &ObjectInfo,
+    ) -> Result<Option<ObjectInfo>> {
+        let k = object_key(app, bucket, key);
+        let old = self
+            .objects
+            .insert(k.as_slice(), info.encode().as_slice())
+            .map_err(crate::store::meta_err)?;
+        old.map(|v| ObjectInfo::decode(v.value())).transpose()
+    }
+
+    /// Removes the named object; returns it.
+    pub fn delete_object(
+        &mut self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>> {
+        let k = object_key(app, bucket, key);
+        let old = self
+            .objects
+            .remove(k.as_slice())
+            .map_err(crate::store::meta_err)?;
+        old.map(|v| ObjectInfo::decode(v.value())).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        for location in [
+            Location::File,
+            Location::Volume {
+                number: 3,
+                offset: 99,
+            },
+        ] {
+            let c = ContentMeta {
+                size: 12,
+                refcount: 2,
+                location,
+            };
+            assert_eq!(ContentMeta::decode(&c.encode()).unwrap(), c);
+        }
+        let r = AppRef {
+            direct: true,
+            keys: 5,
+        };
+        assert_eq!(AppRef::decode(&r.encode()).unwrap(), r);
+        let o = ObjectInfo {
+            id: ContentId([7; 32]),
+            size: 3,
+            content_type: "text/plain".into(),
+            user_meta: vec![("a".into(), "b".into()), ("c".into(), String::new())],
+            last_modified_ms: 1_700_000_000_000,
+        };
+        assert_eq!(ObjectInfo::decode(&o.encode()).unwrap(), o);
+        assert!(matches!(
+            ContentMeta::decode(&[9, 0]),
+            Err(Error::Format(_))
+        ));
+    }
+
+    #[test]
+    fn object_keys_do_not_collide_across_buckets() {
+        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        assert_ne!(object_key("x", "ab", "c"), object_key("x", "a", "bc"));
+        assert!(object_key("x", "b", "k").starts_with(&bucket_prefix("x", "b")));
+        assert!(!object_key("x", "bb", "k").starts_with(&bucket_prefix("x", "b")));
+    }
+}

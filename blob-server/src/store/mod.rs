@@ -1,0 +1,576 @@
+//! The storage engine: content-addressed, deduplicated, per-app storage with named objects,
+//! exact quotas and crash-safe durability. See docs/blob-store-design.md for the format.
+//!
+//! Layout of a data directory: `FORMAT` (version header), `meta.redb` (metadata, [`meta`]),
+//! `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
+//! [`chunked`]), `tmp/` (writes in progress). Writers stream on the caller's thread; every
+//! metadata change goes through one committer thread ([`commit`]) that group-commits.
+
+mod chunked;
+mod codec;
+mod commit;
+mod error;
+mod id;
+mod meta;
+mod quota;
+mod read;
+mod volume;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use redb::{Database, ReadableTable};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use error::{Error, Result};
+pub use id::ContentId;
+pub use meta::ObjectInfo;
+pub use quota::Usage;
+pub use read::BlobReader;
+pub use write::{BlobWriter, ObjectOptions};
+
+pub(crate) use error::meta as meta_err;
+
+use chunked::ChunkFile;
+use commit::{Committer, Op, Reply};
+use meta::{ContentMeta, Location};
+use quota::Quotas;
+use read::Source;
+use volume::Volumes;
+
+/// Contents of the `FORMAT` file: the data directory's version header.
+pub const FORMAT: &str = "berth-blob-store 1\n";
+
+/// Tunables of the storage engine.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Objects up to this size go to volume files (group commit); larger ones get a file.
+    pub small_max: u64,
+    /// Chunk size of content files: the unit of checksums, range reads and writer memory.
+    pub chunk_size: u32,
+    /// A volume file is closed for appends once it would pass this size.
+    pub volume_max: u64,
+    /// Largest object accepted.
+    pub max_object: u64,
+    /// Quota of an app without its own.
+    pub default_quota: u64,
+    /// Most changes committed in one metadata transaction.
+    pub max_batch: usize,
+}
+
+impl StoreConfig {
+    /// Refuses values the on-disk format cannot honour.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.small_max > volume::MAX_RECORD {
+            return bad(format!(
+                "small_max must be at most {} bytes",
+                volume::MAX_RECORD
+            ));
+        }
+        if self.chunk_size == 0 {
+            return bad("chunk_size must be positive".into());
+        }
+        let min_volume = volume::VOLUME_HEADER_LEN + volume::RECORD_HEADER_LEN + self.small_max;
+        if self.volume_max < min_volume {
+            return bad(format!(
+                "volume_max must be at least {min_volume} bytes (one record)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            small_max: 64 << 10,
+            chunk_size: 256 << 10,
+            volume_max: 1 << 30,
+            max_object: 5 << 30,
+            default_quota: 100 << 30,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Paths inside the data directory.
+#[derive(Clone)]
+pub(crate) struct Paths {
+    pub root: PathBuf,
+    pub objects: PathBuf,
+    pub volumes: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl Paths {
+    fn new(root: &Path) -> Self {
+        Paths {
+            root: root.to_path_buf(),
+            objects: root.join("objects"),
+            volumes: root.join("volumes"),
+            tmp: root.join("tmp"),
+        }
+    }
+
+    /// Where the content file of `id` lives: sharded by the first byte, like git.
+    pub fn content(&self, id: &ContentId) -> PathBuf {
+        let hex = id.hex();
+        self.objects.join(&hex[..2]).join(hex)
+    }
+}
+
+/// Makes a directory's entries (renames, creations) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Names are opaque bytes to the store, but must be non-empty and bounded.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(Error::InvalidName(what));
+    }
+    Ok(())
+}
+
+pub(crate) struct Inner {
+    config: StoreConfig,
+    paths: Paths,
+    db: Arc<Database>,
+    volumes: Arc<Volumes>,
+    quotas: Arc<Quotas>,
+    tx: Mutex<Option<Sender<commit::Request>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    temp_counter: AtomicU64,
+    batches: Arc<AtomicU64>,
+}
+
+impl Inner {
+    fn temp_path(&self) -> PathBuf {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        self.paths
+            .tmp
+            .join(format!("{}-{n}.tmp", std::process::id()))
+    }
+
+    fn shutdown(&self) {
+        drop(self.tx.lock().take());
+        if let Some(h) = self.committer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A blob store on one data directory. Cheap to clone; methods block on disk I/O (run them
+/// with `spawn_blocking` in async code, or use the `*_from` helpers).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering from any crash: temp files are
+    /// removed, torn volume tails truncated, content files nothing points at deleted.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        config.validate()?;
+        let paths = Paths::new(dir.as_ref());
+        fs::create_dir_all(&paths.root)?;
+        check_format(&paths.root)?;
+        for d in [&paths.objects, &paths.volumes, &paths.tmp] {
+            if !d.exists() {
+                fs::create_dir(d)?;
+                sync_dir(&paths.root)?;
+            }
+        }
+        // Opening the database takes its file lock first, so a second process on the same
+        // directory fails here before touching anything.
+        let db = Database::create(paths.root.join("meta.redb")).map_err(meta_err)?;
+        for entry in fs::read_dir(&paths.tmp)? {
+            fs::remove_file(entry?.path())?;
+        }
+        let txn = db.begin_write().map_err(meta_err)?;
+        txn.open_table(meta::CONTENT).map_err(meta_err)?;
+        txn.open_table(meta::REFS).map_err(meta_err)?;
+        txn.open_table(meta::USAGE).map_err(meta_err)?;
+        txn.open_table(meta::OBJECTS).map_err(meta_err)?;
+        txn.commit().map_err(meta_err)?;
+
+        let (used, ends, files) = scan_metadata(&db)?;
+        let volumes = Arc::new(Volumes::open(
+            paths.volumes.clone(),
+            config.volume_max,
+            &ends,
+        )?);
+        sweep_orphans(&paths, &files)?;
+        let quotas = Quotas::new(config.default_quota, used);
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let batches = Arc::new(AtomicU64::new(0));
+        let committer = Committer {
+            db: db.clone(),
+            volumes: volumes.clone(),
+            quotas: quotas.clone(),
+            paths: paths.clone(),
+            max_batch: config.max_batch.max(1),
+            batches: batches.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("blob-committer".into())
+            .spawn(move || committer.run(rx))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                config,
+                paths,
+                db,
+                volumes,
+                quotas,
+                tx: Mutex::new(Some(tx)),
+                committer: Mutex::new(Some(handle)),
+                temp_counter: AtomicU64::new(0),
+                batches,
+            }),
+        })
+    }
+
+    /// Stops the committer (after the changes already queued) and closes the store.
+    pub fn close(self) {
+        self.inner.shutdown();
+    }
+
+    /// Sets an app's quota in bytes (`None`: the default). Lowering it below the app's usage
+    /// refuses further writes but deletes nothing.
+    pub fn set_quota(&self, app: &str, bytes: Option<u64>) {
+        self.inner.quotas.set_limit(app, bytes);
+    }
+
+    /// The app's committed usage, reservations in flight and quota.
+    pub fn usage(&self, app: &str) -> Usage {
+        self.inner.quotas.usage(app)
+    }
+
+    /// Metadata transactions committed since open: with many concurrent writers this grows
+    /// much slower than the number of writes (group commit).
+    pub fn commit_batches(&self) -> u64 {
+        self.inner.batches.load(Ordering::Relaxed)
+    }
+
+    /// Starts a streaming write for `app`.
+    pub fn writer(&self, app: &str) -> Result<BlobWriter> {
+        check_name("app", app)?;
+        Ok(BlobWriter::new(self.inner.clone(), app))
+    }
+
+    /// Stores `data` for `app`; returns its id once durable.
+    pub fn write(&self, app: &str, data: &[u8]) -> Result<ContentId> {
+        let mut w = self.writer(app)?;
+        w.write(data)?;
+        w.finish_blob()
+    }
+
+    /// Stores `data` as the named object `bucket/key` of `app`.
+    pub fn put_object(
+        &self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        opts: ObjectOptions,
+        data: &[u8],
+    ) -> Result<ObjectInfo> {
+        let mut w = self.writer(app)?;
+        w.write(data)?;
+        w.finish_object(bucket, key, opts)
+    }
+
+    /// Streams `reader` into the store for `app` (blocking work off the async threads).
+    pub async fn write_from<R: AsyncRead + Unpin>(
+        &self,
+        app: &str,
+        reader: R,
+    ) -> Result<ContentId> {
+        let w = self.fill(app, reader).await?;
+        blocking(move || w.finish_blob()).await
+    }
+
+    /// Streams `reader` into the named object `bucket/key` of `app`.
+    pub async fn put_object_from<R: AsyncRead + Unpin>(
+        &self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        opts: ObjectOptions,
+        reader: R,
+    ) -> Result<ObjectInfo> {
+        let w = self.fill(app, reader).await?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        blocking(move || w.finish_object(&bucket, &key, opts)).await
+    }
+
+    async fn fill<R: AsyncRead + Unpin>(&self, app: &str, mut reader: R) -> Result<BlobWriter> {
+        let mut w = self.writer(app)?;
+        let mut buf = vec![0u8; self.inner.config.chunk_size as usize];
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                let got = reader.read(&mut buf[n..]).await?;
+                if got == 0 {
+                    break;
+                }
+                n += got;
+            }
+            if n == 0 {
+                return Ok(w);
+            }
+            let full = n == buf.len();
+            (w, buf) = blocking(move || w.write(&buf[..n]).map(|()| (w, buf))).await?;
+            if !full {
+                return Ok(w);
+            }
+        }
+    }
+
+    /// Size of `id` if `app` holds it; `NotFound` otherwise (whether or not others hold it).
+    pub fn stat(&self, app: &str, id: &ContentId) -> Result<u64> {
+        Ok(self.lookup(app, id)?.size)
+    }
+
+    /// Streams the whole content `id`, if `app` holds it.
+    pub fn read(&self, app: &str, id: &ContentId) -> Result<BlobReader> {
+        let meta = self.lookup(app, id)?;
+        self.open_reader(id, meta, 0..meta.size)
+    }
+
+    /// Streams bytes `range` of content `id`, if `app` holds it.
+    pub fn read_range(&self, app: &str, id: &ContentId, range: Range<u64>) -> Result<BlobReader> {
+        let meta = self.lookup(app, id)?;
+        self.open_reader(id, meta, range)
+    }
+
+    /// Metadata of the named object.
+    pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
+        meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)
+    }
+
+    /// Metadata and a reader (of `range`, or everything) of the named object, from one
+    /// consistent snapshot.
+    pub fn open_object(
+        &self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectInfo, BlobReader)> {
+        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
+        let info = meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)?;
+        let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
+        let cm = meta::get_content(&content, &info.id)?
+            .ok_or_else(|| Error::Corrupt(format!("object points at missing {}", info.id)))?;
+        let reader = self.open_reader(&info.id, cm, range.unwrap_or(0..cm.size))?;
+        Ok((info, reader))
+    }
+
+    /// Up to `limit` keys of `bucket` in byte order, after `after` (for pagination).
+    pub fn list_keys(
+        &self,
+        app: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
+        meta::list_keys(&objects, app, bucket, after, limit)
+    }
+
+    /// Drops `app`'s direct hold on `id` (named objects pointing at it keep it).
+    pub fn delete_blob(&self, app: &str, id: &ContentId) -> Result<()> {
+        let op = Op::DeleteBlob {
+            app: app.to_string(),
+            id: *id,
+        };
+        self.inner.submit(op).map(|_: Reply| ())
+    }
+
+    /// Deletes the named object.
+    pub fn delete_object(&self, app: &str, bucket: &str, key: &str) -> Result<()> {
+        let op = Op::DeleteObject {
+            app: app.to_string(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        };
+        self.inner.submit(op).map(|_: Reply| ())
+    }
+
+    fn lookup(&self, app: &str, id: &ContentId) -> Result<ContentMeta> {
+        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let refs = r.open_table(meta::REFS).map_err(meta_err)?;
+        if meta::get_ref(&refs, app, id)?.is_none() {
+            return Err(Error::NotFound);
+        }
+        let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
+        meta::get_content(&content, id)?
+            .ok_or_else(|| Error::Corrupt(format!("{id} is referenced but not stored")))
+    }
+
+    fn open_reader(
+        &self,
+        id: &ContentId,
+        meta: ContentMeta,
+        range: Range<u64>,
+    ) -> Result<BlobReader> {
+        if range.start > range.end || range.end > meta.size {
+            return Err(Error::InvalidRange {
+                start: range.start,
+                end: range.end,
+                size: meta.size,
+            });
+        }
+        let source = match meta.location {
+            Location::Volume { number, offset } => {
+                Source::Small(self.inner.volumes.read(number, offset, id, meta.size)?)
+            }
+            Location::File => match ChunkFile::open(&self.inner.paths.content(id), meta.size) {
+                Ok(f) => Source::File(f),
+                // Collected between our snapshot and the open: the app deleted it meanwhile.
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        BlobReader::new(source, meta.size, range.start, range.end)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn paths(&self) -> &Paths {
+        &self.inner.paths
+    }
+
+    #[cfg(test)]
+    pub(crate) fn volume_path(&self, number: u32) -> PathBuf {
+        self.inner.volumes.path(number)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Io(std::io::Error::other(e))),
+    }
+}
+
+/// Creates `FORMAT` in a new directory, or checks it in an existing one.
+fn check_format(root: &Path) -> Result<()> {
+    let path = root.join("FORMAT");
+    match fs::read_to_string(&path) {
+        Ok(s) if s == FORMAT => Ok(()),
+        Ok(s) => Err(Error::Format(format!("{}: {:?}", path.display(), s.trim()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A crash during the first open may have left FORMAT.tmp behind, nothing else.
+            let mut entries = fs::read_dir(root)?;
+            if entries.any(|e| e.map_or(true, |e| e.file_name() != "FORMAT.tmp")) {
+                return Err(Error::Format(format!(
+                    "{} is not empty and has no FORMAT file",
+                    root.display()
+                )));
+            }
+            let tmp = root.join("FORMAT.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(FORMAT.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(root)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+type Scan = (HashMap<String, u64>, HashMap<u32, u64>, HashSet<ContentId>);
+
+/// Reads what recovery needs: usage per app, the end of the last referenced record of each
+/// volume, and the set of content stored as files.
+fn scan_metadata(db: &Database) -> Result<Scan> {
+    let r = db.begin_read().map_err(meta_err)?;
+    let mut used = HashMap::new();
+    for item in r
+        .open_table(meta::USAGE)
+        .map_err(meta_err)?
+        .iter()
+        .map_err(meta_err)?
+    {
+        let (k, v) = item.map_err(meta_err)?;
+        used.insert(k.value().to_string(), v.value());
+    }
+    let mut ends: HashMap<u32, u64> = HashMap::new();
+    let mut files = HashSet::new();
+    for item in r
+        .open_table(meta::CONTENT)
+        .map_err(meta_err)?
+        .iter()
+        .map_err(meta_err)?
+    {
+        let (k, v) = item.map_err(meta_err)?;
+        let id = ContentId(
+            k.value()
+                .try_into()
+                .map_err(|_| Error::Corrupt("content key".into()))?,
+        );
+        let c = ContentMeta::decode(v.value())?;
+        match c.location {
+            Location::Volume { number, offset } => {
+                let end = offset + volume::RECORD_HEADER_LEN + c.size;
+                let e = ends.entry(number).or_insert(0);
+                *e = (*e).max(end);
+            }
+            Location::File => {
+                files.insert(id);
+            }
+        }
+    }
+    Ok((used, ends, files))
+}
+
+/// Deletes content files that no metadata points at: renamed in before a crash cut off
+/// their commit, so they were never acknowledged.
+fn sweep_orphans(paths: &Paths, files: &HashSet<ContentId>) -> Result<()> {
+    for shard in fs::read_dir(&paths.objects)? {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(shard.path())? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let keep = format!("sha256:{}", name.to_string_lossy())
+                .parse::<ContentId>()
+                .is_ok_and(|id| files.contains(&id));
+            if !keep {
+                tracing::info!(path = %entry.path().display(), "removing unreferenced content file");
+                fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}

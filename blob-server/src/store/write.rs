@@ -1,0 +1,144 @@
+//! Streaming writes: bytes are hashed (SHA-256, SHA-NI accelerated by `sha2`) and charged to
+//! the app's quota as they arrive. Small objects are buffered (at most `small_max` bytes) and
+//! appended to a volume at the end; past that the writer spills to a chunked temp file, so
+//! memory stays bounded by one chunk whatever the object's size.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::chunked::ChunkWriter;
+use crate::store::commit::{Op, Reply, Request, Staged, Target};
+use crate::store::quota::Reservation;
+use crate::store::{ContentId, Error, Inner, ObjectInfo, Result};
+
+/// Content type and user metadata of a named object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectOptions {
+    /// Echoed as `Content-Type` on reads.
+    pub content_type: String,
+    /// User metadata (`X-Riak-Meta-*`).
+    pub user_meta: Vec<(String, String)>,
+}
+
+enum Body {
+    Small(Vec<u8>),
+    Large(ChunkWriter),
+}
+
+/// An object being written. Feed it with [`BlobWriter::write`], then commit it with
+/// [`BlobWriter::finish_blob`] or [`BlobWriter::finish_object`]; dropping it instead discards
+/// everything (temp file and quota reservation included). Blocking: use `spawn_blocking`
+/// from async code, or the store's `*_from` helpers.
+pub struct BlobWriter {
+    inner: Arc<Inner>,
+    app: String,
+    hasher: Sha256,
+    size: u64,
+    reservation: Reservation,
+    body: Body,
+}
+
+impl BlobWriter {
+    pub(crate) fn new(inner: Arc<Inner>, app: &str) -> Self {
+        let reservation = inner.quotas.reservation(app);
+        BlobWriter {
+            inner,
+            app: app.to_string(),
+            hasher: Sha256::new(),
+            size: 0,
+            reservation,
+            body: Body::Small(Vec::new()),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends bytes. Fails with `TooLarge` or `QuotaExceeded` before storing anything more.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let config = &self.inner.config;
+        let new_size = self.size + data.len() as u64;
+        if new_size > config.max_object {
+            return Err(Error::TooLarge {
+                limit: config.max_object,
+            });
+        }
+        self.reservation.grow(data.len() as u64)?;
+        self.hasher.update(data);
+        if let Body::Small(buf) = &mut self.body {
+            if new_size > config.small_max {
+                let mut w = ChunkWriter::create(self.inner.temp_path(), config.chunk_size)?;
+                w.write(buf)?;
+                self.body = Body::Large(w);
+            }
+        }
+        match &mut self.body {
+            Body::Small(buf) => buf.extend_from_slice(data),
+            Body::Large(w) => w.write(data)?,
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
+    /// Commits the content for direct access by id; returns its id once durable.
+    pub fn finish_blob(self) -> Result<ContentId> {
+        match self.finish(Target::Blob)? {
+            Reply::Id(id) => Ok(id),
+            _ => unreachable!("a blob commit answers its id"),
+        }
+    }
+
+    /// Commits the content as the named object `bucket/key` (replacing any previous one);
+    /// returns its metadata once durable.
+    pub fn finish_object(self, bucket: &str, key: &str, opts: ObjectOptions) -> Result<ObjectInfo> {
+        crate::store::check_name("bucket", bucket)?;
+        crate::store::check_name("key", key)?;
+        let target = Target::Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+        };
+        match self.finish(target)? {
+            Reply::Object(info) => Ok(info),
+            _ => unreachable!("an object commit answers its metadata"),
+        }
+    }
+
+    fn finish(self, target: Target) -> Result<Reply> {
+        let id = ContentId(self.hasher.finalize().into());
+        let staged = match self.body {
+            Body::Small(buf) => {
+                let (number, offset) = self.inner.volumes.append(&id, &buf)?;
+                Staged::Volume { number, offset }
+            }
+            Body::Large(w) => Staged::Temp(w.finish()?),
+        };
+        let op = Op::Store {
+            app: self.app,
+            id,
+            size: self.size,
+            staged,
+            reservation: self.reservation,
+            target,
+        };
+        self.inner.submit(op)
+    }
+}
+
+impl Inner {
+    /// Hands an op to the committer and waits until it is durable (or failed).
+    pub(crate) fn submit(&self, op: Op) -> Result<Reply> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        {
+            let tx = self.tx.lock();
+            let tx = tx.as_ref().ok_or(Error::Closed)?;
+            tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+        }
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+}
