@@ -109,6 +109,18 @@ struct Done {
     reservation: Option<Reservation>,
 }
 
+impl Done {
+    /// A request answered with an error: nothing charged, nothing reserved.
+    fn failed(reply: SyncSender<Result<Reply>>, error: Error) -> Done {
+        Done {
+            reply,
+            result: Err(error),
+            usage: None,
+            reservation: None,
+        }
+    }
+}
+
 impl Committer {
     /// Runs until every sender is gone.
     pub fn run(self, rx: Receiver<Request>) {
@@ -210,15 +222,10 @@ impl Committer {
             let mut fatal = None;
             for Request { op, reply } in batch {
                 if fatal.is_some() {
-                    let result = Err(Error::Commit(
-                        "an earlier change in its batch failed".into(),
-                    ));
-                    done.push(Done {
+                    done.push(Done::failed(
                         reply,
-                        result,
-                        usage: None,
-                        reservation: None,
-                    });
+                        Error::Commit("an earlier change in its batch failed".into()),
+                    ));
                     continue;
                 }
                 let app = op.app().to_string();
@@ -236,13 +243,7 @@ impl Committer {
                         });
                     }
                     Err(e) => {
-                        let result = Err(Error::Commit(e.to_string()));
-                        done.push(Done {
-                            reply,
-                            result,
-                            usage: None,
-                            reservation: None,
-                        });
+                        done.push(Done::failed(reply, Error::Commit(e.to_string())));
                         fatal = Some(e);
                     }
                 }
@@ -408,13 +409,7 @@ impl Committer {
 /// Answers every request of a batch that could not even start (the caller reports `e`).
 fn fail_all(batch: Vec<Request>, done: &mut Vec<Done>, e: Error) -> Error {
     for Request { reply, .. } in batch {
-        let result = Err(Error::Commit(e.to_string()));
-        done.push(Done {
-            reply,
-            result,
-            usage: None,
-            reservation: None,
-        });
+        done.push(Done::failed(reply, Error::Commit(e.to_string())));
     }
     e
 }
