@@ -158,19 +158,21 @@ impl ChunkFile {
         self.chunk_size
     }
 
-    /// Reads chunk `index` into `buf` and verifies its checksum.
+    /// Reads chunk `index` into `buf` (replacing its contents) and verifies its checksum.
     pub fn read_chunk(&self, index: u64, buf: &mut Vec<u8>) -> Result<()> {
         let cs = self.chunk_size as u64;
         let start = index * cs;
         let len = (self.size - start).min(cs) as usize;
         let pos = HEADER_LEN + index * (cs + CRC_LEN);
-        buf.resize(CRC_LEN as usize + len, 0);
+        let mut crc = [0u8; CRC_LEN as usize];
         self.file
-            .read_exact_at(buf, pos)
+            .read_exact_at(&mut crc, pos)
             .map_err(|e| corrupt_or_io(e, "content chunk"))?;
-        let crc = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
-        buf.drain(..CRC_LEN as usize);
-        if crc32fast::hash(buf) != crc {
+        buf.resize(len, 0);
+        self.file
+            .read_exact_at(buf, pos + CRC_LEN)
+            .map_err(|e| corrupt_or_io(e, "content chunk"))?;
+        if crc32fast::hash(buf) != u32::from_le_bytes(crc) {
             return Err(Error::Corrupt(format!(
                 "checksum mismatch in chunk {index}"
             )));

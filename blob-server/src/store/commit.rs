@@ -4,7 +4,7 @@
 //! each writer (group commit). Serialising here also makes dedup and garbage collection
 //! race-free: whether content exists is decided inside the transaction that references it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,7 @@ use crate::store::chunked::TempFile;
 use crate::store::meta::{self, ContentMeta, Hold, Location, ObjectInfo, Tx};
 use crate::store::quota::{Quotas, Reservation};
 use crate::store::volume::Volumes;
+use crate::store::write::Condition;
 use crate::store::{meta_err, sync_dir, ContentId, Error, Paths, Result};
 
 /// Where a writer left new content before the commit.
@@ -36,6 +37,7 @@ pub(crate) enum Target {
         key: String,
         content_type: String,
         user_meta: Vec<(String, String)>,
+        condition: Condition,
     },
 }
 
@@ -57,6 +59,7 @@ pub(crate) enum Op {
         app: String,
         bucket: String,
         key: String,
+        condition: Condition,
     },
 }
 
@@ -149,12 +152,12 @@ impl Committer {
                 numbers.insert(*number);
             }
         }
-        let mut failed_volumes = BTreeSet::new();
+        let mut failed_volumes = BTreeMap::new();
         for n in numbers {
             if let Err(e) = self.volumes.sync(n) {
                 tracing::error!(volume = n, error = %e, "volume fsync failed");
                 self.volumes.mark_broken(n);
-                failed_volumes.insert(n);
+                failed_volumes.insert(n, Error::Io(e).is_disk_full());
             }
         }
         let mut done = Vec::with_capacity(batch.len());
@@ -162,10 +165,9 @@ impl Committer {
         let outcome = self.apply_all(batch, &failed_volumes, &mut effects, &mut done);
         if let Err(e) = outcome {
             tracing::error!(error = %e, "metadata commit failed");
-            let msg = e.to_string();
             for d in done {
                 let result = match d.result {
-                    Ok(_) => Err(Error::Commit(msg.clone())),
+                    Ok(_) => Err(Error::commit_failed(&e)),
                     Err(e) => Err(e),
                 };
                 let _ = d.reply.send(result);
@@ -198,7 +200,7 @@ impl Committer {
     fn apply_all(
         &self,
         batch: Vec<Request>,
-        failed_volumes: &BTreeSet<u32>,
+        failed_volumes: &BTreeMap<u32, bool>,
         effects: &mut Effects,
         done: &mut Vec<Done>,
     ) -> Result<()> {
@@ -243,7 +245,7 @@ impl Committer {
                         });
                     }
                     Err(e) => {
-                        done.push(Done::failed(reply, Error::Commit(e.to_string())));
+                        done.push(Done::failed(reply, Error::commit_failed(&e)));
                         fatal = Some(e);
                     }
                 }
@@ -276,7 +278,7 @@ impl Committer {
         &self,
         tx: &mut Tx<'_>,
         op: Op,
-        failed_volumes: &BTreeSet<u32>,
+        failed_volumes: &BTreeMap<u32, bool>,
         effects: &mut Effects,
     ) -> Result<(Result<(Reply, i128)>, Option<Reservation>)> {
         match op {
@@ -289,9 +291,27 @@ impl Committer {
                 target,
             } => {
                 if let Staged::Volume { number, .. } = staged {
-                    if failed_volumes.contains(&number) {
-                        let e = std::io::Error::other("volume fsync failed");
-                        return Ok((Err(Error::Io(e)), Some(reservation)));
+                    if let Some(&disk_full) = failed_volumes.get(&number) {
+                        let e = if disk_full {
+                            Error::DiskFull
+                        } else {
+                            Error::Io(std::io::Error::other("volume fsync failed"))
+                        };
+                        return Ok((Err(e), Some(reservation)));
+                    }
+                }
+                if let Target::Object {
+                    bucket,
+                    key,
+                    condition,
+                    ..
+                } = &target
+                {
+                    if *condition != Condition::Always {
+                        let current = tx.get_object(&app, bucket, key)?;
+                        if !condition.holds(current.as_ref().map(|o| &o.id)) {
+                            return Ok((Err(Error::PreconditionFailed), Some(reservation)));
+                        }
                     }
                 }
                 let mut new = None;
@@ -311,6 +331,16 @@ impl Committer {
                         refcount: 0,
                         location,
                     });
+                } else if let Staged::Temp(_) = &staged {
+                    // The content exists (perhaps only for other apps): the temp file is
+                    // removed instead of renamed. Its shard directory is still fsynced, so
+                    // the write costs what a new one does and timing tells no app whether
+                    // another holds the same bytes.
+                    if let Some(dir) = self.paths.content(&id).parent() {
+                        if dir.exists() {
+                            effects.dirs.insert(dir.to_path_buf());
+                        }
+                    }
                 }
                 // Existing content: a volume record becomes dead space, a temp file is
                 // removed by its guard when `staged` drops here.
@@ -324,6 +354,7 @@ impl Committer {
                         key,
                         content_type,
                         user_meta,
+                        condition: _,
                     } => {
                         let charged = tx.add_hold(&app, &id, Hold::Key, new)?;
                         let info = ObjectInfo {
@@ -350,13 +381,38 @@ impl Committer {
                 Err(Error::NotFound) => Ok((Err(Error::NotFound), None)),
                 Err(e) => Err(e),
             },
-            Op::DeleteObject { app, bucket, key } => match tx.delete_object(&app, &bucket, &key)? {
-                Some(old) => {
-                    let freed = self.release(tx, &app, &old.id, Hold::Key, effects)?;
-                    Ok((Ok((Reply::Deleted, -(freed as i128))), None))
+            Op::DeleteObject {
+                app,
+                bucket,
+                key,
+                condition,
+            } => {
+                if condition != Condition::Always {
+                    let current = tx.get_object(&app, &bucket, &key)?;
+                    if !condition.holds(current.as_ref().map(|o| &o.id)) {
+                        return Ok((Err(Error::PreconditionFailed), None));
+                    }
                 }
-                None => Ok((Err(Error::NotFound), None)),
-            },
+                self.delete_object(tx, &app, &bucket, &key, effects)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn delete_object(
+        &self,
+        tx: &mut Tx<'_>,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        effects: &mut Effects,
+    ) -> Result<(Result<(Reply, i128)>, Option<Reservation>)> {
+        match tx.delete_object(app, bucket, key)? {
+            Some(old) => {
+                let freed = self.release(tx, app, &old.id, Hold::Key, effects)?;
+                Ok((Ok((Reply::Deleted, -(freed as i128))), None))
+            }
+            None => Ok((Err(Error::NotFound), None)),
         }
     }
 
@@ -409,7 +465,7 @@ impl Committer {
 /// Answers every request of a batch that could not even start (the caller reports `e`).
 fn fail_all(batch: Vec<Request>, done: &mut Vec<Done>, e: Error) -> Error {
     for Request { reply, .. } in batch {
-        done.push(Done::failed(reply, Error::Commit(e.to_string())));
+        done.push(Done::failed(reply, Error::commit_failed(&e)));
     }
     e
 }

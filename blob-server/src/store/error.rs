@@ -54,9 +54,48 @@ pub enum Error {
     /// was acknowledged (for example the disk is full).
     #[error("commit failed: {0}")]
     Commit(String),
+    /// A conditional write or delete found the object in another state (HTTP 412).
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The disk (or the file system's quota) is full: nothing of the change was kept.
+    #[error("no space left on the storage device")]
+    DiskFull,
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+}
+
+impl Error {
+    /// Whether this error means the disk is full (`ENOSPC`, `EDQUOT`, `EFBIG`), directly or
+    /// inside the metadata store.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull => true,
+            Error::Io(e) => io_is_disk_full(e),
+            Error::Meta(e) => match e.as_ref() {
+                redb::Error::Io(e) => io_is_disk_full(e),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// What a writer whose batch could not commit is told: `DiskFull` when that was the
+    /// cause, so clients get a 507 rather than a 500.
+    pub(crate) fn commit_failed(cause: &Error) -> Error {
+        if cause.is_disk_full() {
+            Error::DiskFull
+        } else {
+            Error::Commit(cause.to_string())
+        }
+    }
+}
+
+fn io_is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+    ) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 /// Converts any redb error into [`Error::Meta`].

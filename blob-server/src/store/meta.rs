@@ -256,6 +256,51 @@ pub(crate) fn list_keys(
     Ok(out)
 }
 
+/// Names of the app's buckets that hold at least one object, in byte order, after `after`,
+/// at most `limit`. Skips from one bucket to the next without reading its keys.
+pub(crate) fn list_buckets(
+    t: &impl ReadableTable<Bytes, Bytes>,
+    app: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let app_prefix = Enc::default().bytes(app.as_bytes()).0;
+    let mut start = match after {
+        Some(b) => prefix_successor(&bucket_prefix(app, b)),
+        None => Some(app_prefix.clone()),
+    };
+    let mut out = Vec::new();
+    while let Some(from) = start.take() {
+        if out.len() >= limit {
+            break;
+        }
+        let mut range = t.range(from.as_slice()..).map_err(crate::store::meta_err)?;
+        let Some(item) = range.next() else { break };
+        let (k, _) = item.map_err(crate::store::meta_err)?;
+        let k = k.value();
+        if !k.starts_with(&app_prefix) {
+            break;
+        }
+        let mut dec = Dec(&k[app_prefix.len()..]);
+        let bucket = dec.string()?;
+        start = prefix_successor(&bucket_prefix(app, &bucket));
+        out.push(bucket);
+    }
+    Ok(out)
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < u8::MAX {
+            p.push(last + 1);
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// How an app takes or drops a hold on content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -388,6 +433,11 @@ impl Tx<'_> {
             .insert(k.as_slice(), info.encode().as_slice())
             .map_err(crate::store::meta_err)?;
         old.map(|v| ObjectInfo::decode(v.value())).transpose()
+    }
+
+    /// The named object, read inside this transaction.
+    pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        get_object(&self.objects, app, bucket, key)
     }
 
     /// Removes the named object; returns it.

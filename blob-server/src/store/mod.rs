@@ -14,6 +14,7 @@ mod id;
 mod meta;
 mod quota;
 mod read;
+mod scrub;
 mod volume;
 mod write;
 
@@ -39,7 +40,8 @@ pub use id::ContentId;
 pub use meta::ObjectInfo;
 pub use quota::Usage;
 pub use read::BlobReader;
-pub use write::{BlobWriter, ObjectOptions};
+pub use scrub::ScrubReport;
+pub use write::{BlobWriter, Condition, ObjectOptions};
 
 pub(crate) use error::meta as meta_err;
 
@@ -323,8 +325,19 @@ impl Store {
         blocking(move || w.finish_object(&bucket, &key, opts)).await
     }
 
-    async fn fill<R: AsyncRead + Unpin>(&self, app: &str, mut reader: R) -> Result<BlobWriter> {
-        let mut w = self.writer(app)?;
+    async fn fill<R: AsyncRead + Unpin>(&self, app: &str, reader: R) -> Result<BlobWriter> {
+        let w = self.writer(app)?;
+        self.fill_writer(w, reader).await
+    }
+
+    /// Streams `reader` into `w` until its end, writing one chunk at a time off the async
+    /// threads; commit the result with [`BlobWriter::finish_blob`] or
+    /// [`BlobWriter::finish_object`] (blocking).
+    pub async fn fill_writer<R: AsyncRead + Unpin>(
+        &self,
+        mut w: BlobWriter,
+        mut reader: R,
+    ) -> Result<BlobWriter> {
         let mut buf = vec![0u8; self.inner.config.chunk_size as usize];
         loop {
             let mut n = 0;
@@ -402,6 +415,23 @@ impl Store {
         meta::list_keys(&objects, app, bucket, after, limit)
     }
 
+    /// Up to `limit` of the app's buckets (those holding at least one key), after `after`.
+    pub fn list_buckets(
+        &self,
+        app: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
+        meta::list_buckets(&objects, app, after, limit)
+    }
+
+    /// Largest object the store accepts.
+    pub fn max_object(&self) -> u64 {
+        self.inner.config.max_object
+    }
+
     /// Drops `app`'s direct hold on `id` (named objects pointing at it keep it).
     pub fn delete_blob(&self, app: &str, id: &ContentId) -> Result<()> {
         let op = Op::DeleteBlob {
@@ -413,10 +443,22 @@ impl Store {
 
     /// Deletes the named object.
     pub fn delete_object(&self, app: &str, bucket: &str, key: &str) -> Result<()> {
+        self.delete_object_if(app, bucket, key, Condition::Always)
+    }
+
+    /// Deletes the named object if `condition` holds for it (`PreconditionFailed` otherwise).
+    pub fn delete_object_if(
+        &self,
+        app: &str,
+        bucket: &str,
+        key: &str,
+        condition: Condition,
+    ) -> Result<()> {
         let op = Op::DeleteObject {
             app: app.to_string(),
             bucket: bucket.to_string(),
             key: key.to_string(),
+            condition,
         };
         self.inner.submit(op).map(|_: Reply| ())
     }
@@ -462,6 +504,13 @@ impl Store {
     }
 
     #[cfg(test)]
+    pub(crate) fn location(&self, id: &ContentId) -> Option<Location> {
+        let r = self.inner.db.begin_read().ok()?;
+        let content = r.open_table(meta::CONTENT).ok()?;
+        meta::get_content(&content, id).ok()?.map(|m| m.location)
+    }
+
+    #[cfg(test)]
     pub(crate) fn paths(&self) -> &Paths {
         &self.inner.paths
     }
@@ -472,7 +521,10 @@ impl Store {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs blocking store work on tokio's blocking pool; a panic there is re-raised here.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

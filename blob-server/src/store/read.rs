@@ -46,6 +46,20 @@ impl BlobReader {
         self.size
     }
 
+    /// Narrows the reader to `range` of the object (before anything was read).
+    pub fn restrict(&mut self, range: std::ops::Range<u64>) -> Result<()> {
+        if range.start > range.end || range.end > self.size {
+            return Err(Error::InvalidRange {
+                start: range.start,
+                end: range.end,
+                size: self.size,
+            });
+        }
+        self.pos = range.start;
+        self.end = range.end;
+        Ok(())
+    }
+
     /// Bytes left to read.
     pub fn remaining(&self) -> u64 {
         self.end - self.pos
@@ -57,6 +71,13 @@ impl BlobReader {
             return Ok(None);
         }
         let out = match &self.source {
+            Source::Small(data) if self.pos == 0 && self.end as usize == data.len() => {
+                // A small object read whole: hand it over.
+                match std::mem::replace(&mut self.source, Source::Small(Vec::new())) {
+                    Source::Small(data) => data,
+                    Source::File(_) => unreachable!("matched Small above"),
+                }
+            }
             Source::Small(data) => data[self.pos as usize..self.end as usize].to_vec(),
             Source::File(file) => {
                 let cs = file.chunk_size() as u64;
@@ -64,7 +85,12 @@ impl BlobReader {
                 file.read_chunk(index, &mut self.buf)?;
                 let from = (self.pos - index * cs) as usize;
                 let to = ((self.end - index * cs).min(self.buf.len() as u64)) as usize;
-                self.buf[from..to].to_vec()
+                if from == 0 && to == self.buf.len() {
+                    // The whole chunk: hand the buffer over instead of copying it.
+                    std::mem::take(&mut self.buf)
+                } else {
+                    self.buf[from..to].to_vec()
+                }
             }
         };
         self.pos += out.len() as u64;

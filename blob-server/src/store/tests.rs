@@ -3,6 +3,7 @@
 
 mod basic;
 mod concurrency;
+mod conditions;
 mod crash;
 mod durability;
 mod model;

@@ -20,6 +20,42 @@ pub struct ObjectOptions {
     pub content_type: String,
     /// User metadata (`X-Riak-Meta-*`).
     pub user_meta: Vec<(String, String)>,
+    /// What must be true of the current object for the write to happen, checked atomically
+    /// with the commit.
+    pub condition: Condition,
+}
+
+/// A precondition on the current version of a named object (HTTP `If-Match`,
+/// `If-None-Match`), evaluated inside the commit so two racing writers cannot both pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// No condition.
+    #[default]
+    Always,
+    /// Only if no object exists under the name (`If-None-Match: *`).
+    Absent,
+    /// Only if an object exists (`If-Match: *`).
+    Present,
+    /// Only if the current object's content is one of these (`If-Match: "etag"`).
+    Matches(Vec<ContentId>),
+    /// Only if there is no current object or its content is none of these
+    /// (`If-None-Match: "etag"`).
+    NoneMatch(Vec<ContentId>),
+}
+
+impl Condition {
+    /// Whether the condition holds for the current object's content (`None`: no object).
+    pub fn holds(&self, current: Option<&ContentId>) -> bool {
+        match (self, current) {
+            (Condition::Always, _) => true,
+            (Condition::Absent, c) => c.is_none(),
+            (Condition::Present, c) => c.is_some(),
+            (Condition::Matches(ids), Some(c)) => ids.contains(c),
+            (Condition::Matches(_), None) => false,
+            (Condition::NoneMatch(ids), Some(c)) => !ids.contains(c),
+            (Condition::NoneMatch(_), None) => true,
+        }
+    }
 }
 
 enum Body {
@@ -38,12 +74,15 @@ pub struct BlobWriter {
     size: u64,
     reservation: Reservation,
     body: Body,
+    limit: u64,
 }
 
 impl BlobWriter {
     pub(crate) fn new(inner: Arc<Inner>, app: &str) -> Self {
         let reservation = inner.quotas.reservation(app);
+        let limit = inner.config.max_object;
         BlobWriter {
+            limit,
             inner,
             app: app.to_string(),
             hasher: Sha256::new(),
@@ -51,6 +90,16 @@ impl BlobWriter {
             reservation,
             body: Body::Small(Vec::new()),
         }
+    }
+
+    /// Lowers the largest object this writer accepts (an app's own `max_object_bytes`).
+    pub fn limit_size(&mut self, limit: u64) {
+        self.limit = self.limit.min(limit);
+    }
+
+    /// The id of the bytes written so far (what committing now would store).
+    pub fn content_id(&self) -> ContentId {
+        ContentId(self.hasher.clone().finalize().into())
     }
 
     /// Bytes written so far.
@@ -62,10 +111,8 @@ impl BlobWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         let config = &self.inner.config;
         let new_size = self.size + data.len() as u64;
-        if new_size > config.max_object {
-            return Err(Error::TooLarge {
-                limit: config.max_object,
-            });
+        if new_size > self.limit {
+            return Err(Error::TooLarge { limit: self.limit });
         }
         self.reservation.grow(data.len() as u64)?;
         self.hasher.update(data);
@@ -102,6 +149,7 @@ impl BlobWriter {
             key: key.to_string(),
             content_type: opts.content_type,
             user_meta: opts.user_meta,
+            condition: opts.condition,
         };
         match self.finish(target)? {
             Reply::Object(info) => Ok(info),

@@ -110,6 +110,24 @@ impl TenantSet {
         }
     }
 
+    /// The app holding `token`, for protocols that carry a token without the app's name
+    /// (HTTP `Authorization: Bearer`). Every token of every app is compared, in constant time
+    /// each, so the time taken depends on how many tokens exist, never on which one matched.
+    pub fn authenticate_token(&self, token: &str) -> Option<&Tenant> {
+        let digest = hash_token_sha256(token);
+        let mut found: Option<&Tenant> = None;
+        for tenant in self.tenants.values() {
+            let hit = tenant
+                .tokens
+                .iter()
+                .fold(Choice::from(0), |acc, t| acc | t.matches_sha256(&digest));
+            if bool::from(hit) {
+                found = Some(tenant);
+            }
+        }
+        found
+    }
+
     /// Parses a TOML tenants file (`[[app]]` tables).
     pub fn from_toml_str(text: &str) -> Result<Self, TenantError> {
         Self::parse_toml(text, "<tenants>")
@@ -211,6 +229,19 @@ cache_bytes = "16MiB"
 name = "blog"
 token = "blog-dev-token"
 "#;
+
+    #[test]
+    fn bearer_tokens_find_their_app() {
+        let set = TenantSet::from_toml_str(
+            "[[app]]\nname = \"alpha\"\ntoken = \"ta\"\n[[app]]\nname = \"beta\"\ntoken = \"tb\"\n",
+        )
+        .unwrap();
+        assert_eq!(set.authenticate_token("ta").unwrap().name.as_str(), "alpha");
+        assert_eq!(set.authenticate_token("tb").unwrap().name.as_str(), "beta");
+        assert!(set.authenticate_token("tc").is_none());
+        assert!(set.authenticate_token("").is_none());
+        assert!(TenantSet::empty().authenticate_token("ta").is_none());
+    }
 
     #[test]
     fn toml_file_parses() {

@@ -120,6 +120,7 @@ fn named_objects_point_at_content() {
     let opts = ObjectOptions {
         content_type: "image/png".into(),
         user_meta: vec![("author".into(), "ann".into())],
+        ..Default::default()
     };
     let v1 = content(10, 3000);
     let info = s
@@ -280,6 +281,7 @@ async fn async_writes_stream_from_a_reader() {
     let opts = ObjectOptions {
         content_type: "text/plain".into(),
         user_meta: vec![],
+        ..Default::default()
     };
     let info = s
         .put_object_from("a", "b", "k", opts, &data[..10])

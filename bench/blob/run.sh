@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# bench/blob/run.sh: Berth's blob-server against Debian's nginx (WebDAV PUT) on the same disk,
+# side by side in one run: PUT and GET throughput of 4 KiB and 1 MiB objects with concurrent
+# clients (wrk), their ratios, and the physical limits measured in the same run (fsync'd write
+# bandwidth and rate of the disk, SHA-256 speed of the CPU).
+#
+#   bench/blob/run.sh [--duration S] [--rounds N] [--connections C] [--no-build]
+#
+# Our server acknowledges a PUT only after fsync (group commit for small objects); nginx does
+# not fsync at all. Rounds alternate which server goes first; the summary reports medians.
+# Needs: nginx (with the dav module, as Debian builds it), wrk, openssl, python3.
+set -Eeuo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$REPO/bench/blob"
+DURATION=10
+ROUNDS=3
+CONNECTIONS=16
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --connections) CONNECTIONS=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "# $*" >&2; }
+for tool in nginx wrk openssl python3 dd; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install nginx wrk openssl)"
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+if [ "$BUILD" = 1 ]; then
+    (cd "$REPO" && cargo build --release -q -p blob-server)
+fi
+BLOB_BIN="$TARGET_DIR/release/blob-server"
+[ -x "$BLOB_BIN" ] || die "$BLOB_BIN not built (run without --no-build)"
+
+# Both servers store under one directory of the same disk.
+WORK="$TARGET_DIR/bench-blob"
+rm -rf "$WORK"
+mkdir -p "$WORK/ours" "$WORK/nginx/root" "$WORK/nginx/tmp"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    local _
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing listening on port $1"
+}
+
+# --- physical limits ------------------------------------------------------------------
+log "measuring the disk and the CPU"
+FSYNC_MBS=$(dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=256 conv=fsync 2>&1 |
+    awk '/copied/ { print $(NF-1), $NF }')
+FSYNC_4K=$(dd if=/dev/zero of="$WORK/dd4k.bin" bs=4k count=300 oflag=dsync 2>&1 |
+    awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,$/) print int(300 / $(i-1)) }')
+rm -f "$WORK/dd.bin" "$WORK/dd4k.bin"
+SHA_MBS=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null |
+    awk '/^sha256/ { v = $NF; sub(/k$/, "", v); printf "%.0f", v / 1000 }')
+
+# --- servers --------------------------------------------------------------------------
+TOKEN="bench-token-$(date +%s)"
+cat >"$WORK/tenants.toml" <<EOF
+[[app]]
+name = "bench"
+token = "$TOKEN"
+blob_bytes = "1TiB"
+max_connections = 1024
+EOF
+OURS_PORT=$(free_port)
+OURS_ADMIN=$(free_port)
+"$BLOB_BIN" --data-dir "$WORK/ours/data" --tenants "$WORK/tenants.toml" \
+    --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$OURS_ADMIN" \
+    >"$WORK/ours.log" 2>&1 &
+PIDS+=($!)
+
+NGINX_PORT=$(free_port)
+cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes auto;
+user root root;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/tmp;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    sendfile on;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $WORK/nginx/root;
+        location / {
+            dav_methods PUT DELETE;
+            create_full_put_path on;
+            dav_access user:rw;
+        }
+    }
+}
+EOF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+wait_port "$OURS_PORT"
+wait_port "$NGINX_PORT"
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///')
+
+# --- seed the objects the GET runs read -----------------------------------------------
+seed() { # seed PORT PREFIX AUTH SIZE COUNT
+    python3 - "$@" <<'PY'
+import http.client, sys
+port, prefix, auth, size, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+c = http.client.HTTPConnection("127.0.0.1", int(port))
+headers = {"Authorization": auth} if auth else {}
+for i in range(count):
+    body = (b"seed-%d-" % i).ljust(32, b".") + b"s" * (size - 32)
+    c.request("PUT", f"{prefix}seed-{i}", body=body, headers=headers)
+    r = c.getresponse(); r.read()
+    if r.status >= 300:
+        sys.exit(f"seeding {prefix}seed-{i} on port {port}: HTTP {r.status}")
+PY
+}
+declare -A SEEDS=([4096]=2000 [1048576]=64)
+for size in 4096 1048576; do
+    seed "$OURS_PORT" "/buckets/b$size/keys/" "Bearer $TOKEN" "$size" "${SEEDS[$size]}"
+    mkdir -p "$WORK/nginx/root/b$size"
+    seed "$NGINX_PORT" "/b$size/" "" "$size" "${SEEDS[$size]}"
+done
+
+# --- runs -----------------------------------------------------------------------------
+# run_wrk SERVER MODE SIZE ROUND -> prints "RPS P99_MS"
+run_wrk() {
+    local server=$1 mode=$2 size=$3 round=$4 port prefix auth
+    if [ "$server" = ours ]; then
+        port=$OURS_PORT prefix="/buckets/b$size/keys/" auth="Bearer $TOKEN"
+    else
+        port=$NGINX_PORT prefix="/b$size/" auth=""
+    fi
+    BENCH_MODE=$mode BENCH_PREFIX=$prefix BENCH_SIZE=$size BENCH_KEYS=${SEEDS[$size]} \
+        BENCH_AUTH=$auth BENCH_RUN="r$round" \
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$HERE/wrk.lua" \
+        "http://127.0.0.1:$port/" 2>"$WORK/wrk.err" >"$WORK/wrk.out" || {
+        cat "$WORK/wrk.err" >&2
+        die "wrk failed against $server"
+    }
+    if grep -q "Non-2xx" "$WORK/wrk.out"; then
+        cat "$WORK/wrk.out" "$WORK/wrk.err" >&2
+        die "$server answered errors during $mode $size"
+    fi
+    awk '
+        /Requests\/sec:/ { rps = $2 }
+        /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); p = v / 1000 }
+                   else if (v ~ /ms$/) { sub(/ms$/, "", v); p = v }
+                   else if (v ~ /s$/) { sub(/s$/, "", v); p = v * 1000 } }
+        END { printf "%.0f %.2f\n", rps, p }' "$WORK/wrk.out"
+}
+
+declare -A RESULTS
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="nginx ours"; else order="ours nginx"; fi
+    for size in 4096 1048576; do
+        for mode in put get; do
+            for server in $order; do
+                r=$(run_wrk "$server" "$mode" "$size" "$round")
+                RESULTS["$server $mode $size"]+="$r;"
+                log "round $round: $server $mode $size: $r (req/s, p99 ms)"
+            done
+        done
+    done
+done
+
+median() { tr ';' '\n' | awk -v col="$1" 'NF { print $col }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo
+echo "blob-server vs nginx $NGINX_VERSION (WebDAV PUT, no fsync), wrk -t2 -c$CONNECTIONS, ${DURATION}s runs, $ROUNDS rounds, medians"
+echo "disk: fsync'd sequential write $FSYNC_MBS; fsync'd 4 KiB writes ${FSYNC_4K}/s; CPU: SHA-256 ${SHA_MBS} MB/s"
+printf '%-10s %12s %12s %8s %14s %14s\n' "op" "ours req/s" "nginx req/s" "ratio" "ours p99 ms" "nginx p99 ms"
+for size in 4096 1048576; do
+    for mode in put get; do
+        o=$(echo "${RESULTS["ours $mode $size"]}" | median 1)
+        n=$(echo "${RESULTS["nginx $mode $size"]}" | median 1)
+        op=$(echo "${RESULTS["ours $mode $size"]}" | median 2)
+        np=$(echo "${RESULTS["nginx $mode $size"]}" | median 2)
+        label="$mode $([ "$size" = 4096 ] && echo 4KiB || echo 1MiB)"
+        ratio=$(awk -v a="$o" -v b="$n" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+        printf '%-10s %12s %12s %7sx %14s %14s\n' "$label" "$o" "$n" "$ratio" "$op" "$np"
+    done
+done
+echo "targets: PUT 4KiB >= 1.0x, GET 4KiB >= 1.0x, GET 1MiB >= 1.0x, PUT 1MiB >= 0.8x"

@@ -1,0 +1,265 @@
+//! Configuration: a TOML file (`--config`) with every setting, overridden by the command
+//! line's flags. `--print-config` shows the result, `--check-config` validates it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_common::config::{ByteSize, ConfigError, HumanDuration};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreConfig;
+
+/// The blob server's settings. Every field has a default; a config file names only what it
+/// changes. Unknown keys are refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Address of the admin endpoint (/healthz, /readyz, /metrics); loopback by default.
+    pub admin_listen: SocketAddr,
+    /// Directory holding everything: volumes, content files, metadata, the signing key.
+    pub data_dir: PathBuf,
+    /// Tenants file (TOML `[[app]]` tables); reloaded on SIGHUP. Without it the server serves
+    /// one anonymous namespace (local development) and takes no credentials.
+    pub tenants: Option<PathBuf>,
+    /// SHA-256 hashes (hex) of operator tokens: they see every app's `/stats`, reach
+    /// `/metrics`, and act for an app named in `X-Berth-App`.
+    pub operator_tokens: Vec<String>,
+    /// File with the key that signs URLs (64 hex digits); created with a random key when
+    /// missing. Default: `signing.key` in the data directory.
+    pub signing_key_file: Option<PathBuf>,
+    /// Connections served at once (others wait in the kernel's backlog).
+    pub max_connections: usize,
+    /// Requests in flight at once per app when no tenants are configured (with tenants, each
+    /// app's `max_connections`).
+    pub max_requests_per_app: u32,
+    /// Largest object (an app's own `max_object_bytes` may lower it).
+    pub max_object_size: ByteSize,
+    /// Quota of an app without a tenants entry (the development namespace).
+    pub default_quota: ByteSize,
+    /// Longest bucket or key name, in bytes.
+    pub max_name_bytes: usize,
+    /// Most keys or buckets per listing page.
+    pub max_list_page: usize,
+    /// Longest lifetime of a signed URL.
+    pub max_signed_url_ttl: HumanDuration,
+    /// An upload that sends nothing for this long is dropped (nothing is stored).
+    pub body_idle_timeout: HumanDuration,
+    /// A client must send a request's headers within this time; idle keep-alive
+    /// connections are closed after it too.
+    pub header_timeout: HumanDuration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain_timeout: HumanDuration,
+    /// Objects up to this size are appended to volume files with group commit; larger ones
+    /// get their own file.
+    pub small_object_max: ByteSize,
+    /// Unit of checksums, range reads and per-request memory for large objects.
+    pub chunk_size: ByteSize,
+    /// A volume file takes no more appends past this size.
+    pub volume_max: ByteSize,
+    /// Time between background scrubs, which read every stored content back and verify it
+    /// ("0s" disables them). The first runs one interval after start.
+    pub scrub_interval: HumanDuration,
+    /// Bytes per second a scrub reads at most, so it never crowds out clients.
+    pub scrub_rate: ByteSize,
+    /// Worker threads of the async runtime (0: one per CPU).
+    pub threads: usize,
+    /// Log verbosity: 0 warnings, 1 info, 2 debug, 3 trace.
+    pub verbosity: u8,
+    /// Log as JSON lines.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let store = StoreConfig::default();
+        Config {
+            listen: "127.0.0.1:8098".parse().expect("valid address"),
+            admin_listen: "127.0.0.1:9298".parse().expect("valid address"),
+            data_dir: PathBuf::from("/var/lib/berth/blob-server"),
+            tenants: None,
+            operator_tokens: Vec::new(),
+            signing_key_file: None,
+            max_connections: 1024,
+            max_requests_per_app: 64,
+            max_object_size: ByteSize(store.max_object),
+            default_quota: ByteSize(store.default_quota),
+            max_name_bytes: 1024,
+            max_list_page: 1000,
+            max_signed_url_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            body_idle_timeout: HumanDuration(Duration::from_secs(60)),
+            header_timeout: HumanDuration(Duration::from_secs(30)),
+            drain_timeout: HumanDuration(Duration::from_secs(30)),
+            small_object_max: ByteSize(store.small_max),
+            chunk_size: ByteSize(u64::from(store.chunk_size)),
+            volume_max: ByteSize(store.volume_max),
+            scrub_interval: HumanDuration(Duration::from_secs(24 * 3600)),
+            scrub_rate: ByteSize(64 << 20),
+            threads: 0,
+            verbosity: 1,
+            log_json: false,
+        }
+    }
+}
+
+impl Config {
+    /// The storage engine's settings.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            small_max: self.small_object_max.0,
+            chunk_size: u32::try_from(self.chunk_size.0).unwrap_or(u32::MAX),
+            volume_max: self.volume_max.0,
+            max_object: self.max_object_size.0,
+            default_quota: self.default_quota.0,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Refuses settings that cannot work, saying what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.max_name_bytes == 0 || self.max_name_bytes > 1024 {
+            return Err("max_name_bytes must be between 1 and 1024".into());
+        }
+        if self.max_list_page == 0 {
+            return Err("max_list_page must be at least 1".into());
+        }
+        if self.chunk_size.0 == 0 || self.chunk_size.0 > (64 << 20) {
+            return Err("chunk_size must be between 1 byte and 64MiB".into());
+        }
+        self.store_config().validate().map_err(|e| e.to_string())
+    }
+
+    /// Where the signing key lives.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing.key"))
+    }
+}
+
+/// Command line: every flag overrides the config file's value.
+#[derive(Parser, Debug)]
+#[command(
+    name = "blob-server",
+    version,
+    about = "Berth's blob server: per-app storage with a Riak-style HTTP API and content-addressed blobs"
+)]
+pub struct Cli {
+    /// TOML config file (see docs/ops/blob-server.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8098].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin endpoint [default: 127.0.0.1:9298].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Directory holding all data [default: /var/lib/berth/blob-server].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Tenants file (TOML); without it, one anonymous namespace.
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Largest object, e.g. 5GiB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_object_size: Option<ByteSize>,
+    /// Connections served at once.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Worker threads (0: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Validate the configuration (and tenants file) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl Cli {
+    /// The config file's settings with the flags applied on top.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut c: Config = berth_common::config::load_toml(self.config.as_deref())?;
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.admin_listen {
+            c.admin_listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.tenants {
+            c.tenants = Some(v);
+        }
+        if let Some(v) = self.max_object_size {
+            c.max_object_size = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.threads {
+            c.threads = v;
+        }
+        if self.verbose > 0 {
+            c.verbosity = c.verbosity.saturating_add(self.verbose);
+        }
+        if self.log_json {
+            c.log_json = true;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let text = berth_common::config::to_toml(&c).unwrap();
+        let back: Config = berth_common::config::from_toml_str(&text, "t").unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let e = berth_common::config::from_toml_str::<Config>(
+            "listen = \"127.0.0.1:1\"\nquota = 1\n",
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f:2"), "{e}");
+        assert!(e.contains("quota"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let c = Config {
+            small_object_max: ByteSize(1 << 40),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("small_max"));
+        let c = Config {
+            max_list_page: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("max_list_page"));
+    }
+}

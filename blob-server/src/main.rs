@@ -1,0 +1,93 @@
+//! `blob-server`: parse flags and config, bind, then serve until SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use berth_common::shutdown::Shutdown;
+use berth_common::tenants::TenantSet;
+use blob_server::config::Cli;
+use blob_server::server::{self, Bound};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (print, check) = (cli.print_config, cli.check_config);
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("blob-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cfg.validate() {
+        eprintln!("blob-server: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    if print {
+        return match berth_common::config::to_toml(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("blob-server: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let tenants = match cfg.tenants.as_deref().map(TenantSet::load).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("blob-server: tenants file: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = berth_common::tenants::OperatorTokens::from_hex_hashes(&cfg.operator_tokens) {
+        eprintln!("blob-server: operator_tokens: {e}");
+        return ExitCode::from(2);
+    }
+    if check {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.threads > 0 {
+        builder.worker_threads(cfg.threads);
+    }
+    let runtime = match builder.thread_name("blob-worker").enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("blob-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cfg, tenants)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("blob-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cfg: blob_server::config::Config, tenants: Option<TenantSet>) -> anyhow::Result<()> {
+    let bound = Bound::bind(&cfg).await?;
+    let shutdown = Shutdown::new();
+    shutdown.listen_os_signals();
+    // Without tenants SIGHUP has nothing to reload, but must not kill the process.
+    let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (api, admin) = (bound.api_addr()?, bound.admin_addr()?);
+    // The store opens before the LISTEN lines, so a client that waits for them finds the
+    // server ready (and a bad data directory fails before anyone waits).
+    let on_ready = move || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "LISTEN http {api}");
+        let _ = writeln!(out, "LISTEN admin {admin}");
+        let _ = out.flush();
+    };
+    let res = server::run(bound, cfg, tenants, shutdown, on_ready).await;
+    tracing::info!("blob-server stopped");
+    res
+}
