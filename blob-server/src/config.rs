@@ -51,6 +51,9 @@ pub struct Config {
     /// A client must send a request's headers within this time; idle keep-alive
     /// connections are closed after it too.
     pub header_timeout: HumanDuration,
+    /// A client that takes nothing of a response for this long is disconnected (so a stalled
+    /// reader cannot hold a connection or its app's request slot forever).
+    pub send_timeout: HumanDuration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: HumanDuration,
     /// Objects up to this size are appended to volume files with group commit; larger ones
@@ -65,6 +68,11 @@ pub struct Config {
     pub scrub_interval: HumanDuration,
     /// Bytes per second a scrub reads at most, so it never crowds out clients.
     pub scrub_rate: ByteSize,
+    /// Time between volume compactions, which give the space of deleted small objects back
+    /// ("0s" disables them).
+    pub compact_interval: HumanDuration,
+    /// A volume is compacted once at least this share (0.0 to 1.0) of it is deleted records.
+    pub compact_dead_ratio: f64,
     /// Worker threads of the async runtime (0: one per CPU).
     pub threads: usize,
     /// Log verbosity: 0 warnings, 1 info, 2 debug, 3 trace.
@@ -92,12 +100,15 @@ impl Default for Config {
             max_signed_url_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             body_idle_timeout: HumanDuration(Duration::from_secs(60)),
             header_timeout: HumanDuration(Duration::from_secs(30)),
+            send_timeout: HumanDuration(Duration::from_secs(60)),
             drain_timeout: HumanDuration(Duration::from_secs(30)),
             small_object_max: ByteSize(store.small_max),
             chunk_size: ByteSize(u64::from(store.chunk_size)),
             volume_max: ByteSize(store.volume_max),
             scrub_interval: HumanDuration(Duration::from_secs(24 * 3600)),
             scrub_rate: ByteSize(64 << 20),
+            compact_interval: HumanDuration(Duration::from_secs(3600)),
+            compact_dead_ratio: 0.5,
             threads: 0,
             verbosity: 1,
             log_json: false,
@@ -128,6 +139,9 @@ impl Config {
         }
         if self.max_list_page == 0 {
             return Err("max_list_page must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.compact_dead_ratio) {
+            return Err("compact_dead_ratio must be between 0.0 and 1.0".into());
         }
         if self.chunk_size.0 == 0 || self.chunk_size.0 > (64 << 20) {
             return Err("chunk_size must be between 1 byte and 64MiB".into());

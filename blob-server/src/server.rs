@@ -2,6 +2,7 @@
 //! with connection permits and a bounded drain), the admin endpoint, and tenant reloads.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -143,12 +144,21 @@ pub async fn run(
         ));
     }
 
+    if !cfg.compact_interval.0.is_zero() {
+        tasks.spawn(compact_loop(
+            api.clone(),
+            cfg.compact_interval.0,
+            cfg.compact_dead_ratio,
+            shutdown.signal(),
+        ));
+    }
+
     let opts = ServeOptions {
         max_connections: cfg.max_connections,
         drain_timeout: cfg.drain_timeout.0,
         reject_message: None,
     };
-    let header_timeout = cfg.header_timeout.0;
+    let timeouts = (cfg.header_timeout.0, cfg.send_timeout.0);
     ready.store(true, Ordering::Relaxed);
     on_ready();
     tracing::info!(
@@ -163,7 +173,7 @@ pub async fn run(
             opts,
             conns,
             shutdown.signal(),
-            move |stream, peer, sd| serve_connection(api.clone(), stream, peer, sd, header_timeout),
+            move |stream, peer, sd| serve_connection(api.clone(), stream, peer, sd, timeouts),
         )
     };
     served.await;
@@ -181,7 +191,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: listener::PeerAddr,
     mut shutdown: berth_common::shutdown::ShutdownSignal,
-    header_timeout: Duration,
+    (header_timeout, send_timeout): (Duration, Duration),
 ) {
     let svc = service_fn(move |req| {
         let api = api.clone();
@@ -190,7 +200,7 @@ async fn serve_connection(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(TokioIo::new(SendTimeout::new(stream, send_timeout)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -201,6 +211,146 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one has waited `timeout` for the peer
+/// to take data.
+struct SendTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> SendTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        SendTimeout {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write returned `Pending`: arms the timer (once) and polls it.
+    fn poll_stall(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no data for the send timeout",
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SendTimeout<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                this.stalled = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Ready(r) => {
+                this.stalled = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            std::task::Poll::Ready(r) => {
+                this.stalled = None;
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Compacts volumes every `interval` on the blocking pool until shutdown.
+async fn compact_loop(
+    api: Arc<Api>,
+    interval: Duration,
+    dead_ratio: f64,
+    mut shutdown: berth_common::shutdown::ShutdownSignal,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let (store, sd) = (api.store.clone(), shutdown.clone());
+        let pass =
+            tokio::task::spawn_blocking(move || store.compact(dead_ratio, &|| sd.is_triggered()));
+        match pass.await {
+            Ok(Ok(report)) => {
+                let c = &api.counters;
+                c.compact_volumes
+                    .fetch_add(u64::from(report.volumes), Ordering::Relaxed);
+                c.compact_reclaimed_bytes
+                    .fetch_add(report.reclaimed_bytes, Ordering::Relaxed);
+                if report.volumes > 0 {
+                    tracing::info!(
+                        volumes = report.volumes,
+                        moved = report.moved,
+                        reclaimed_bytes = report.reclaimed_bytes,
+                        "compaction finished"
+                    );
+                }
+                if report.interrupted {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "compaction failed"),
+            Err(e) => tracing::error!(error = %e, "compaction task failed"),
+        }
     }
 }
 
@@ -309,6 +459,16 @@ fn metrics(api: &Api, conns: &ConnCounters, out: &mut String) {
         MetricKind::Gauge,
     );
     w.sample_u64("berth_blob_scrub_corrupt", &[], load(&c.scrub_corrupt));
+    w.counter(
+        "berth_blob_compacted_volumes_total",
+        "volume files emptied and removed by compaction",
+        load(&c.compact_volumes),
+    );
+    w.counter(
+        "berth_blob_compacted_bytes_total",
+        "disk bytes given back by compaction",
+        load(&c.compact_reclaimed_bytes),
+    );
     w.counter(
         "berth_blob_commit_batches_total",
         "metadata transactions committed (each one fsync for a group of writes)",

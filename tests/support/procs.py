@@ -72,7 +72,8 @@ class ServerProcess:
             return list(self._lines)
 
     def stderr_tail(self, limit: int = 4000) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         try:
             data = self.stderr_path.read_bytes()
         except OSError:
@@ -151,10 +152,12 @@ class ServerProcess:
             if code is None:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-                self.close_files()
-                raise AssertionError(
+                # describe() reads the stderr file: build the message before closing it.
+                message = (
                     f"{self.name} ignored SIGTERM for {timeout}s and was killed\n" + self.describe()
                 )
+                self.close_files()
+                raise AssertionError(message)
         self.close_files()
         return self.proc.returncode
 

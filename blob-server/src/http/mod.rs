@@ -79,6 +79,8 @@ pub struct ApiCounters {
     pub scrub_bytes: AtomicU64,
     /// Corrupt contents the last finished scrub found.
     pub scrub_corrupt: AtomicU64,
+    pub compact_volumes: AtomicU64,
+    pub compact_reclaimed_bytes: AtomicU64,
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -139,9 +141,20 @@ impl Api {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let head_only = req.method() == Method::HEAD;
+        let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+            || content_length(&req).ok().flatten().is_some_and(|n| n > 0);
         let mut resp = match self.dispatch(req).await {
             Ok(r) => r,
-            Err(e) => e.into_response(),
+            Err(e) => {
+                let mut r = e.into_response();
+                // The request's body may be unread: the connection cannot carry another
+                // request, so say so rather than let the client find a closed socket.
+                if has_body {
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                r
+            }
         };
         let counter = match resp.status().as_u16() {
             200..=299 => &self.counters.status_2xx,
@@ -180,8 +193,8 @@ impl Api {
             };
         }
         let app = caller.app()?.to_string();
-        let _slot = self.enter(&app)?;
-        match route {
+        let slot = self.enter(&app)?;
+        let resp = match route {
             Route::Buckets => match method {
                 Method::GET | Method::HEAD => listing::buckets(self, &app, &query).await,
                 _ => Err(ApiError::method_not_allowed("GET")),
@@ -211,7 +224,10 @@ impl Api {
                 _ => Err(ApiError::method_not_allowed("POST")),
             },
             Route::Ping | Route::Root | Route::Stats => unreachable!("answered above"),
-        }
+        }?;
+        // The app's request slot is held until the body has been sent, so downloads in
+        // progress count against its max_connections.
+        Ok(resp.map(|body| Body::new(Guarded { body, _slot: slot })))
     }
 
     /// Takes one of the app's request slots (its `max_connections`), or refuses with 429.
@@ -286,6 +302,32 @@ impl Api {
             })
             .map_err(|e| io::Error::other(ClientBodyError(e.to_string())));
         IdleTimeout::new(StreamReader::new(stream), self.limits.body_idle_timeout)
+    }
+}
+
+/// A response body that holds its request's slot until it has been sent (or dropped).
+struct Guarded {
+    body: Body,
+    _slot: InflightGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

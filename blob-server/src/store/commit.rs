@@ -8,14 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::Database;
-
 use crate::store::chunked::TempFile;
 use crate::store::meta::{self, ContentMeta, Hold, Location, ObjectInfo, Tx};
+use crate::store::metadb::MetaDb;
 use crate::store::quota::{Quotas, Reservation};
 use crate::store::volume::Volumes;
 use crate::store::write::Condition;
@@ -61,6 +60,17 @@ pub(crate) enum Op {
         key: String,
         condition: Condition,
     },
+    /// A scrub found `id`'s stored bytes corrupt: reads of it fail until it is stored again.
+    Quarantine {
+        id: ContentId,
+    },
+    /// Compaction copied the record of `id` from `from` to `to` (appended, not yet fsynced):
+    /// point the content there if it still lives at `from`.
+    Relocate {
+        id: ContentId,
+        from: (u32, u64),
+        to: (u32, u64),
+    },
 }
 
 impl Op {
@@ -69,6 +79,8 @@ impl Op {
             Op::Store { app, .. } | Op::DeleteBlob { app, .. } | Op::DeleteObject { app, .. } => {
                 app
             }
+            // Charge nobody (their usage delta is 0).
+            Op::Relocate { .. } | Op::Quarantine { .. } => "",
         }
     }
 }
@@ -78,6 +90,8 @@ pub(crate) enum Reply {
     Id(ContentId),
     Object(ObjectInfo),
     Deleted,
+    /// Whether a relocation took effect (false: the content was deleted or moved meanwhile).
+    Relocated(bool),
 }
 
 /// An op and where to send its answer.
@@ -87,7 +101,7 @@ pub(crate) struct Request {
 }
 
 pub(crate) struct Committer {
-    pub db: Arc<Database>,
+    pub db: Arc<MetaDb>,
     pub volumes: Arc<Volumes>,
     pub quotas: Arc<Quotas>,
     pub paths: Paths,
@@ -124,47 +138,77 @@ impl Done {
     }
 }
 
+/// A batch whose volume records are durable (or whose volume fsync failed, per volume;
+/// `true` when the failure was a full disk).
+type Synced = (Vec<Request>, BTreeMap<u32, bool>);
+
+/// Batches that may wait between the two stages; the syncer blocks past this.
+const STAGE_QUEUE: usize = 4;
+
 impl Committer {
-    /// Runs until every sender is gone.
+    /// Runs until every sender is gone, as a two-stage pipeline: a syncer thread fsyncs the
+    /// volumes of batch N+1 while this thread commits the metadata of batch N. Metadata is only
+    /// ever committed for records already durable, so a crash between the stages loses nothing
+    /// that was acknowledged and leaves no metadata pointing at unwritten bytes.
     pub fn run(self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
+        let (tx, synced) = mpsc::sync_channel::<Synced>(STAGE_QUEUE);
+        let volumes = self.volumes.clone();
+        let max_batch = self.max_batch;
+        let syncer = std::thread::Builder::new()
+            .name("blob-syncer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    let failed = sync_volumes(&volumes, &batch);
+                    if tx.send((batch, failed)).is_err() {
+                        return;
+                    }
+                }
+            });
+        let syncer = match syncer {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the volume syncer thread");
+                return;
+            }
+        };
+        while let Ok((mut batch, mut failed)) = synced.recv() {
+            // Everything synced meanwhile goes into the same metadata transaction.
             while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                match synced.try_recv() {
+                    Ok((more, more_failed)) => {
+                        batch.extend(more);
+                        for (n, full) in more_failed {
+                            *failed.entry(n).or_insert(full) |= full;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
-            self.commit_batch(batch);
+            self.commit_batch(batch, failed);
             self.batches.fetch_add(1, Ordering::Relaxed);
         }
+        let _ = syncer.join();
     }
 
-    fn commit_batch(&self, batch: Vec<Request>) {
-        // 1. Make this batch's volume records durable: one fsync per volume for all writers.
-        let mut numbers = BTreeSet::new();
-        for r in &batch {
-            if let Op::Store {
-                staged: Staged::Volume { number, .. },
-                ..
-            } = &r.op
-            {
-                numbers.insert(*number);
-            }
-        }
-        let mut failed_volumes = BTreeMap::new();
-        for n in numbers {
-            if let Err(e) = self.volumes.sync(n) {
-                tracing::error!(volume = n, error = %e, "volume fsync failed");
-                self.volumes.mark_broken(n);
-                failed_volumes.insert(n, Error::Io(e).is_disk_full());
-            }
-        }
+    fn commit_batch(&self, batch: Vec<Request>, failed_volumes: BTreeMap<u32, bool>) {
         let mut done = Vec::with_capacity(batch.len());
         let mut effects = Effects::default();
         let outcome = self.apply_all(batch, &failed_volumes, &mut effects, &mut done);
         if let Err(e) = outcome {
             tracing::error!(error = %e, "metadata commit failed");
+            // redb refuses further writes after a failed commit I/O until reopened.
+            if matches!(e, Error::Meta(_) | Error::Commit(_)) {
+                if let Err(re) = self.db.reopen() {
+                    tracing::error!(error = %re, "cannot reopen the metadata store");
+                }
+            }
             for d in done {
                 let result = match d.result {
                     Ok(_) => Err(Error::commit_failed(&e)),
@@ -204,7 +248,11 @@ impl Committer {
         effects: &mut Effects,
         done: &mut Vec<Done>,
     ) -> Result<()> {
-        let txn = match self.db.begin_write().map_err(meta_err) {
+        let txn = match self
+            .db
+            .get()
+            .and_then(|db| db.begin_write().map_err(meta_err))
+        {
             Ok(txn) => txn,
             Err(e) => return Err(fail_all(batch, done, e)),
         };
@@ -215,6 +263,7 @@ impl Committer {
                     refs: txn.open_table(meta::REFS).map_err(meta_err)?,
                     usage: txn.open_table(meta::USAGE).map_err(meta_err)?,
                     objects: txn.open_table(meta::OBJECTS).map_err(meta_err)?,
+                    quarantine: txn.open_table(meta::QUARANTINE).map_err(meta_err)?,
                 })
             })();
             let mut tx = match opened {
@@ -315,7 +364,15 @@ impl Committer {
                     }
                 }
                 let mut new = None;
-                if meta::get_content(&tx.content, &id)?.is_none() {
+                let existing = meta::get_content(&tx.content, &id)?;
+                if let Some(old) =
+                    existing.filter(|_| meta::is_quarantined(&tx.quarantine, &id).unwrap_or(false))
+                {
+                    // Fresh bytes for quarantined content: they replace the rotten copy.
+                    if let Err(e) = self.repair(tx, &id, old, staged, effects) {
+                        return Ok((Err(e), Some(reservation)));
+                    }
+                } else if existing.is_none() {
                     let location = match staged {
                         Staged::Volume { number, offset } => Location::Volume { number, offset },
                         Staged::Temp(temp) => {
@@ -395,6 +452,38 @@ impl Committer {
                 }
                 self.delete_object(tx, &app, &bucket, &key, effects)
             }
+            Op::Quarantine { id } => {
+                if meta::get_content(&tx.content, &id)?.is_some() {
+                    tx.quarantine
+                        .insert(id.0.as_slice(), now_ms())
+                        .map_err(meta_err)?;
+                }
+                Ok((Ok((Reply::Deleted, 0)), None))
+            }
+            Op::Relocate { id, from, to } => {
+                let from = Location::Volume {
+                    number: from.0,
+                    offset: from.1,
+                };
+                match meta::get_content(&tx.content, &id)? {
+                    Some(mut cm) if cm.location == from => {
+                        if failed_volumes.contains_key(&to.0) {
+                            let e = Error::Io(std::io::Error::other("volume fsync failed"));
+                            return Ok((Err(e), None));
+                        }
+                        cm.location = Location::Volume {
+                            number: to.0,
+                            offset: to.1,
+                        };
+                        tx.content
+                            .insert(id.0.as_slice(), cm.encode().as_slice())
+                            .map_err(meta_err)?;
+                        Ok((Ok((Reply::Relocated(true), 0)), None))
+                    }
+                    // Deleted (or moved) since compaction read it: the copy is dead space.
+                    _ => Ok((Ok((Reply::Relocated(false), 0)), None)),
+                }
+            }
         }
     }
 
@@ -414,6 +503,39 @@ impl Committer {
             }
             None => Ok((Err(Error::NotFound), None)),
         }
+    }
+
+    /// Points quarantined content at freshly stored bytes and lifts the quarantine; the old
+    /// copy becomes dead space (a volume record) or is replaced in place (a content file, by
+    /// the rename) or unlinked after the commit (a file replaced by a volume record).
+    fn repair(
+        &self,
+        tx: &mut Tx<'_>,
+        id: &ContentId,
+        mut old: ContentMeta,
+        staged: Staged,
+        effects: &mut Effects,
+    ) -> Result<()> {
+        let was_file = old.location == Location::File;
+        old.location = match staged {
+            Staged::Volume { number, offset } => {
+                if was_file {
+                    effects.unlink.insert(*id, self.paths.content(id));
+                }
+                Location::Volume { number, offset }
+            }
+            Staged::Temp(temp) => {
+                self.install(id, temp, effects)?;
+                effects.unlink.remove(id);
+                Location::File
+            }
+        };
+        tx.content
+            .insert(id.0.as_slice(), old.encode().as_slice())
+            .map_err(meta_err)?;
+        tx.quarantine.remove(id.0.as_slice()).map_err(meta_err)?;
+        tracing::info!(%id, "quarantined content repaired by a new upload of the same bytes");
+        Ok(())
     }
 
     fn release(
@@ -460,6 +582,35 @@ impl Committer {
         effects.dirs.insert(dir);
         Ok(())
     }
+}
+
+/// Makes a batch's volume records durable: one fsync per volume for all its writers. Returns
+/// the volumes whose fsync failed (marked broken, so no more appends go to them).
+fn sync_volumes(volumes: &Volumes, batch: &[Request]) -> BTreeMap<u32, bool> {
+    let mut numbers = BTreeSet::new();
+    for r in batch {
+        match &r.op {
+            Op::Store {
+                staged: Staged::Volume { number, .. },
+                ..
+            } => {
+                numbers.insert(*number);
+            }
+            Op::Relocate { to, .. } => {
+                numbers.insert(to.0);
+            }
+            _ => {}
+        }
+    }
+    let mut failed = BTreeMap::new();
+    for n in numbers {
+        if let Err(e) = volumes.sync(n) {
+            tracing::error!(volume = n, error = %e, "volume fsync failed");
+            volumes.mark_broken(n);
+            failed.insert(n, Error::Io(e).is_disk_full());
+        }
+    }
+    failed
 }
 
 /// Answers every request of a batch that could not even start (the caller reports `e`).

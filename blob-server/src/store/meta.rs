@@ -16,6 +16,10 @@ pub(crate) const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage
 /// (app, bucket, key) -> [`ObjectInfo`].
 pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 
+/// content id -> when (ms since the epoch) a scrub found its stored bytes corrupt. Reads of
+/// quarantined content fail; storing the same bytes again repairs it.
+pub(crate) const QUARANTINE: TableDefinition<&[u8], u64> = TableDefinition::new("quarantine");
+
 /// Version byte in front of every encoded value.
 const VALUE_VERSION: u8 = 1;
 
@@ -301,6 +305,13 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Whether a scrub found `id`'s stored bytes corrupt.
+pub(crate) fn is_quarantined(t: &impl ReadableTable<Bytes, u64>, id: &ContentId) -> Result<bool> {
+    Ok(t.get(id.0.as_slice())
+        .map_err(crate::store::meta_err)?
+        .is_some())
+}
+
 /// How an app takes or drops a hold on content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -314,6 +325,7 @@ pub(crate) struct Tx<'t> {
     pub refs: redb::Table<'t, Bytes, Bytes>,
     pub usage: redb::Table<'t, &'static str, u64>,
     pub objects: redb::Table<'t, Bytes, Bytes>,
+    pub quarantine: redb::Table<'t, Bytes, u64>,
 }
 
 /// What releasing a hold did.
@@ -404,6 +416,9 @@ impl Tx<'_> {
         content.refcount = content.refcount.saturating_sub(1);
         let garbage = if content.refcount == 0 {
             self.content
+                .remove(id.0.as_slice())
+                .map_err(crate::store::meta_err)?;
+            self.quarantine
                 .remove(id.0.as_slice())
                 .map_err(crate::store::meta_err)?;
             Some(content)

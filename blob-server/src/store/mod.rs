@@ -9,9 +9,11 @@
 mod chunked;
 mod codec;
 mod commit;
+mod compact;
 mod error;
 mod id;
 mod meta;
+mod metadb;
 mod quota;
 mod read;
 mod scrub;
@@ -35,6 +37,7 @@ use parking_lot::Mutex;
 use redb::{Database, ReadableTable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+pub use compact::CompactReport;
 pub use error::{Error, Result};
 pub use id::ContentId;
 pub use meta::ObjectInfo;
@@ -48,6 +51,7 @@ pub(crate) use error::meta as meta_err;
 use chunked::ChunkFile;
 use commit::{Committer, Op, Reply};
 use meta::{ContentMeta, Location};
+use metadb::MetaDb;
 use quota::Quotas;
 use read::Source;
 use volume::Volumes;
@@ -150,7 +154,7 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
 pub(crate) struct Inner {
     config: StoreConfig,
     paths: Paths,
-    db: Arc<Database>,
+    db: Arc<MetaDb>,
     volumes: Arc<Volumes>,
     quotas: Arc<Quotas>,
     tx: Mutex<Option<Sender<commit::Request>>>,
@@ -204,18 +208,19 @@ impl Store {
         }
         // Opening the database takes its file lock first, so a second process on the same
         // directory fails here before touching anything.
-        let db = Database::create(paths.root.join("meta.redb")).map_err(meta_err)?;
+        let db = MetaDb::open(paths.root.join("meta.redb"))?;
         for entry in fs::read_dir(&paths.tmp)? {
             fs::remove_file(entry?.path())?;
         }
-        let txn = db.begin_write().map_err(meta_err)?;
+        let txn = db.get()?.begin_write().map_err(meta_err)?;
         txn.open_table(meta::CONTENT).map_err(meta_err)?;
         txn.open_table(meta::REFS).map_err(meta_err)?;
         txn.open_table(meta::USAGE).map_err(meta_err)?;
         txn.open_table(meta::OBJECTS).map_err(meta_err)?;
+        txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
         txn.commit().map_err(meta_err)?;
 
-        let (used, ends, files) = scan_metadata(&db)?;
+        let (used, ends, files) = scan_metadata(&*db.get()?)?;
         let volumes = Arc::new(Volumes::open(
             paths.volumes.clone(),
             config.volume_max,
@@ -359,7 +364,8 @@ impl Store {
         }
     }
 
-    /// Size of `id` if `app` holds it; `NotFound` otherwise (whether or not others hold it).
+    /// Size of `id` if `app` holds it (by id or under a key); `NotFound` otherwise (whether or
+    /// not others hold it).
     pub fn stat(&self, app: &str, id: &ContentId) -> Result<u64> {
         Ok(self.lookup(app, id)?.size)
     }
@@ -378,7 +384,7 @@ impl Store {
 
     /// Metadata of the named object.
     pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
         meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)
     }
@@ -392,9 +398,16 @@ impl Store {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, BlobReader)> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
         let info = meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)?;
+        let quarantine = r.open_table(meta::QUARANTINE).map_err(meta_err)?;
+        if meta::is_quarantined(&quarantine, &info.id)? {
+            return Err(Error::Corrupt(format!(
+                "{} is quarantined by the scrub",
+                info.id
+            )));
+        }
         let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
         let cm = meta::get_content(&content, &info.id)?
             .ok_or_else(|| Error::Corrupt(format!("object points at missing {}", info.id)))?;
@@ -410,7 +423,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
         meta::list_keys(&objects, app, bucket, after, limit)
     }
@@ -422,9 +435,19 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
         meta::list_buckets(&objects, app, after, limit)
+    }
+
+    /// Marks contents a scrub found corrupt: reads of them fail (never wrong bytes) until the
+    /// same bytes are stored again.
+    pub fn quarantine(&self, ids: &[ContentId]) -> Result<()> {
+        let ops = ids.iter().map(|id| Op::Quarantine { id: *id }).collect();
+        for r in self.inner.submit_all(ops)? {
+            r?;
+        }
+        Ok(())
     }
 
     /// Largest object the store accepts.
@@ -464,10 +487,15 @@ impl Store {
     }
 
     fn lookup(&self, app: &str, id: &ContentId) -> Result<ContentMeta> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let refs = r.open_table(meta::REFS).map_err(meta_err)?;
+        // Readable by id: content the app holds itself, by id or under one of its keys.
         if meta::get_ref(&refs, app, id)?.is_none() {
             return Err(Error::NotFound);
+        }
+        let quarantine = r.open_table(meta::QUARANTINE).map_err(meta_err)?;
+        if meta::is_quarantined(&quarantine, id)? {
+            return Err(Error::Corrupt(format!("{id} is quarantined by the scrub")));
         }
         let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
         meta::get_content(&content, id)?

@@ -1,7 +1,8 @@
 //! Scrub: reads every stored content back, verifies each chunk's checksum and the whole
 //! content's SHA-256 against its id, so bit rot is found before a client asks for the bytes.
 //! Pages through the metadata with short read transactions (a long one would pin old pages
-//! while writers keep committing) and paces itself to a byte rate.
+//! while writers keep committing) and paces itself to a byte rate. Corrupt content is
+//! quarantined: reads of it fail until the same bytes are stored again.
 
 use std::time::{Duration, Instant};
 
@@ -33,14 +34,14 @@ impl Store {
         let mut report = ScrubReport::default();
         let started = Instant::now();
         let mut after: Option<[u8; 32]> = None;
-        loop {
+        while !report.interrupted {
             let page = self.content_page(after.as_ref())?;
             let Some(last) = page.last() else { break };
             after = Some(last.0 .0);
             for (id, cm) in page {
                 if stop() {
                     report.interrupted = true;
-                    return Ok(report);
+                    break;
                 }
                 match self.verify_content(&id, cm) {
                     Ok(()) => {}
@@ -61,15 +62,21 @@ impl Store {
                 }
             }
         }
+        if !report.corrupt.is_empty() {
+            self.quarantine(&report.corrupt)?;
+        }
         Ok(report)
     }
 
     fn content_page(&self, after: Option<&[u8; 32]>) -> Result<Vec<(ContentId, ContentMeta)>> {
-        let r = self.inner.db.begin_read().map_err(meta_err)?;
+        let r = self.inner.db.begin_read()?;
         let t = r.open_table(meta::CONTENT).map_err(meta_err)?;
         let mut out = Vec::with_capacity(PAGE);
         let iter = match after {
-            Some(a) => t.range::<&[u8]>((std::ops::Bound::Excluded(&a[..]), std::ops::Bound::Unbounded)),
+            Some(a) => t.range::<&[u8]>((
+                std::ops::Bound::Excluded(&a[..]),
+                std::ops::Bound::Unbounded,
+            )),
             None => t.range::<&[u8]>(..),
         }
         .map_err(meta_err)?;

@@ -2,6 +2,7 @@
 //! under concurrency, crash recovery and corruption detection.
 
 mod basic;
+mod compact;
 mod concurrency;
 mod conditions;
 mod crash;

@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
@@ -90,6 +91,9 @@ pub(crate) struct Volumes {
     max_len: u64,
     files: RwLock<HashMap<u32, Arc<File>>>,
     active: Mutex<Option<Active>>,
+    /// Volumes emptied by compaction and unlinked, kept open for readers that looked their
+    /// location up just before the move; dropped after a grace period.
+    retired: Mutex<Vec<(u32, Instant)>>,
 }
 
 fn volume_path(dir: &Path, number: u32) -> PathBuf {
@@ -113,6 +117,22 @@ impl Volumes {
             }
         }
         numbers.sort_unstable();
+        // A volume nothing points at holds only dead records (its objects were deleted, or
+        // compaction moved them and crashed before unlinking it): reclaim it. The newest one
+        // stays, as the volume to append to.
+        if let Some((&newest, older)) = numbers.split_last() {
+            let mut removed = false;
+            for &n in older {
+                if !referenced_end.contains_key(&n) {
+                    fs::remove_file(volume_path(&dir, n))?;
+                    removed = true;
+                }
+            }
+            if removed {
+                sync_dir(&dir)?;
+            }
+            numbers.retain(|n| *n == newest || referenced_end.contains_key(n));
+        }
         let mut files = HashMap::new();
         let mut last = None;
         for &n in &numbers {
@@ -134,7 +154,51 @@ impl Volumes {
             max_len,
             files: RwLock::new(files),
             active: Mutex::new(last),
+            retired: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The volumes not being appended to, with their lengths: compaction candidates.
+    pub fn sealed(&self) -> Result<Vec<(u32, u64)>> {
+        let active = self.active.lock().as_ref().map(|a| a.number);
+        let retired: Vec<u32> = self.retired.lock().iter().map(|(n, _)| *n).collect();
+        let files: Vec<(u32, Arc<File>)> = self
+            .files
+            .read()
+            .iter()
+            .map(|(n, f)| (*n, f.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (n, f) in files {
+            if Some(n) != active && !retired.contains(&n) {
+                out.push((n, f.metadata()?.len()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Unlinks volume `number` (nothing points into it any more); open handles keep working
+    /// for readers until [`Self::drop_retired`] lets them go.
+    pub fn retire(&self, number: u32) -> Result<()> {
+        fs::remove_file(volume_path(&self.dir, number))?;
+        sync_dir(&self.dir)?;
+        self.retired.lock().push((number, Instant::now()));
+        Ok(())
+    }
+
+    /// Closes volumes retired more than `grace` ago.
+    pub fn drop_retired(&self, grace: Duration) {
+        let mut retired = self.retired.lock();
+        let mut files = self.files.write();
+        retired.retain(|(n, at)| {
+            if at.elapsed() >= grace {
+                files.remove(n);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Appends a record for `id`; returns (volume, offset). Not durable until [`Self::sync`].
@@ -342,7 +406,13 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(half, len).unwrap();
         drop(f);
-        let v = Volumes::open(dir.path().into(), 200, &HashMap::new()).unwrap();
+        // Every volume holds referenced records: none is reclaimed at open.
+        let mut ends = HashMap::new();
+        for (_, n, off, _) in &placed {
+            let e = ends.entry(*n).or_insert(0);
+            *e = (*e).max(off + RECORD_HEADER_LEN + 50);
+        }
+        let v = Volumes::open(dir.path().into(), 200, &ends).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), len);
         for (id, n, off, data) in &placed {
             assert_eq!(&v.read(*n, *off, id, 50).unwrap(), data);
@@ -350,6 +420,40 @@ mod tests {
         let data = vec![42u8; 10];
         let (n, off) = v.append(&id_of(&data), &data).unwrap();
         assert_eq!(v.read(n, off, &id_of(&data), 10).unwrap(), data);
+    }
+
+    #[test]
+    fn unreferenced_old_volumes_are_reclaimed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Volumes::open(dir.path().into(), 200, &HashMap::new()).unwrap();
+        let mut last = (0, 0);
+        for i in 0..6u8 {
+            let data = vec![i; 50];
+            last = v.append(&id_of(&data), &data).unwrap();
+            v.sync(last.0).unwrap();
+        }
+        drop(v);
+        assert!(last.0 >= 3);
+        // Only volume 2 is still referenced: 1 and every other old one go, the newest stays.
+        let ends = HashMap::from([(2u32, VOLUME_HEADER_LEN + RECORD_HEADER_LEN + 50)]);
+        let v = Volumes::open(dir.path().into(), 200, &ends).unwrap();
+        let mut left: Vec<u32> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.trim_end_matches(".vol").parse().unwrap()
+            })
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![2, last.0]);
+        assert_eq!(
+            v.sealed()
+                .unwrap()
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
     }
 
     #[test]

@@ -189,4 +189,23 @@ impl Inner {
         }
         rx.recv().map_err(|_| Error::Closed)?
     }
+
+    /// Hands several ops to the committer at once (so they can share a commit) and waits for
+    /// all of them; answers in order.
+    pub(crate) fn submit_all(&self, ops: Vec<Op>) -> Result<Vec<Result<Reply>>> {
+        let mut waits = Vec::with_capacity(ops.len());
+        {
+            let tx = self.tx.lock();
+            let tx = tx.as_ref().ok_or(Error::Closed)?;
+            for op in ops {
+                let (reply, rx) = mpsc::sync_channel(1);
+                tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+                waits.push(rx);
+            }
+        }
+        Ok(waits
+            .into_iter()
+            .map(|rx| rx.recv().map_err(|_| Error::Closed)?)
+            .collect())
+    }
 }

@@ -173,7 +173,10 @@ fn scrub_finds_rot_even_behind_a_matching_checksum() {
     let s = open(dir.path());
     let mut ids = Vec::new();
     for i in 0..20u64 {
-        ids.push(s.write("a", &content(100 + i, 50 + i as usize * 700)).unwrap());
+        ids.push(
+            s.write("a", &content(100 + i, 50 + i as usize * 700))
+                .unwrap(),
+        );
     }
     let report = s.scrub(0, &|| false).unwrap();
     assert_eq!(report.checked, 20);
@@ -210,6 +213,18 @@ fn scrub_finds_rot_even_behind_a_matching_checksum() {
     let mut got = report.corrupt.clone();
     got.sort();
     assert_eq!(got, want);
+    // Quarantined: reads fail (never the rotten bytes), by id and by key alike.
+    assert!(matches!(s.read("b", &big_id), Err(Error::Corrupt(_))));
+    assert!(matches!(s.read("b", &small_id), Err(Error::Corrupt(_))));
+    // Storing the same bytes again repairs both: the new upload replaces the rotten copy.
+    assert_eq!(s.write("b", &big).unwrap(), big_id);
+    assert_eq!(s.write("b", &small).unwrap(), small_id);
+    assert_eq!(read_all(&s, "b", &big_id).unwrap(), big);
+    assert_eq!(read_all(&s, "b", &small_id).unwrap(), small);
+    assert!(s.scrub(0, &|| false).unwrap().corrupt.is_empty());
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(read_all(&s, "b", &big_id).unwrap(), big);
     // A stop request ends the pass early.
     let report = s.scrub(0, &|| true).unwrap();
     assert!(report.interrupted);
