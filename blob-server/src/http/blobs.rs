@@ -32,7 +32,7 @@ pub async fn post(
         .await
         .map_err(upload_error)?;
     let size = w.size();
-    let id = blocking(move || w.finish_blob()).await?;
+    let id = w.commit_blob().await?;
     let mut resp = json(
         StatusCode::CREATED,
         &serde_json::json!({ "id": id.to_string(), "size": size }),

@@ -437,19 +437,8 @@ async fn first_piece(reader: BlobReader) -> Result<(Option<Vec<u8>>, BlobReader)
         .map_err(ApiError::from)
 }
 
-/// Runs short blocking store work (a metadata lookup, a read from the page cache). On the
-/// server's multi-threaded runtime it runs in place, telling tokio to move this worker's other
-/// tasks elsewhere meanwhile: cheaper than a hop to the blocking pool for sub-millisecond work.
-pub(crate) async fn quick<T: Send + 'static>(
-    f: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
-) -> crate::store::Result<T> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(f)
-    } else {
-        crate::store::blocking(f).await
-    }
-}
+/// Short blocking store work, run in place (see [`crate::store::quick`]).
+pub(crate) use crate::store::quick;
 
 /// An upload failed on the client's side (it went away, or stalled): marks the I/O error so
 /// it is answered as the client's fault, not the server's.

@@ -113,8 +113,7 @@ pub async fn put(
         .fill_writer(w, reader)
         .await
         .map_err(upload_error)?;
-    let (b, k) = (bucket.to_string(), key.to_string());
-    let info = blocking(move || w.finish_object(&b, &k, opts)).await?;
+    let info = w.commit_object(bucket, key, opts).await?;
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     let h = resp.headers_mut();
@@ -146,8 +145,7 @@ pub async fn post_new(
         .await
         .map_err(upload_error)?;
     let key = w.content_id().hex();
-    let (b, k) = (bucket.to_string(), key.clone());
-    let info = blocking(move || w.finish_object(&b, &k, opts)).await?;
+    let info = w.commit_object(bucket, &key, opts).await?;
     let location = parse::object_path(bucket, &key);
     let mut resp = crate::http::json(
         StatusCode::CREATED,

@@ -94,10 +94,30 @@ pub(crate) enum Reply {
     Relocated(bool),
 }
 
+/// Where an op's answer goes: a thread blocked on a channel, or an async task.
+pub(crate) enum ReplyTo {
+    Blocking(SyncSender<Result<Reply>>),
+    Async(tokio::sync::oneshot::Sender<Result<Reply>>),
+}
+
+impl ReplyTo {
+    /// Delivers the answer; a caller that went away is not an error.
+    pub fn send(self, r: Result<Reply>) {
+        match self {
+            ReplyTo::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTo::Async(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
 /// An op and where to send its answer.
 pub(crate) struct Request {
     pub op: Op,
-    pub reply: SyncSender<Result<Reply>>,
+    pub reply: ReplyTo,
 }
 
 pub(crate) struct Committer {
@@ -120,7 +140,7 @@ struct Effects {
 }
 
 struct Done {
-    reply: SyncSender<Result<Reply>>,
+    reply: ReplyTo,
     result: Result<Reply>,
     usage: Option<(String, i128)>,
     reservation: Option<Reservation>,
@@ -128,7 +148,7 @@ struct Done {
 
 impl Done {
     /// A request answered with an error: nothing charged, nothing reserved.
-    fn failed(reply: SyncSender<Result<Reply>>, error: Error) -> Done {
+    fn failed(reply: ReplyTo, error: Error) -> Done {
         Done {
             reply,
             result: Err(error),
@@ -214,7 +234,7 @@ impl Committer {
                     Ok(_) => Err(Error::commit_failed(&e)),
                     Err(e) => Err(e),
                 };
-                let _ = d.reply.send(result);
+                d.reply.send(result);
             }
             return;
         }
@@ -237,7 +257,7 @@ impl Committer {
                 // A failed write's reservation is released here.
                 _ => {}
             }
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 

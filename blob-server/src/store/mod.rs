@@ -343,21 +343,23 @@ impl Store {
         mut w: BlobWriter,
         mut reader: R,
     ) -> Result<BlobWriter> {
-        let mut buf = vec![0u8; self.inner.config.chunk_size as usize];
+        let cap = self.inner.config.chunk_size as usize;
+        // `read_buf` fills spare capacity: nothing is zeroed, and pages a small body never
+        // reaches are never touched.
+        let mut buf: Vec<u8> = Vec::with_capacity(cap);
         loop {
-            let mut n = 0;
-            while n < buf.len() {
-                let got = reader.read(&mut buf[n..]).await?;
-                if got == 0 {
+            buf.clear();
+            while buf.len() < cap {
+                if reader.read_buf(&mut buf).await? == 0 {
                     break;
                 }
-                n += got;
             }
-            if n == 0 {
+            if buf.is_empty() {
                 return Ok(w);
             }
-            let full = n == buf.len();
-            (w, buf) = blocking(move || w.write(&buf[..n]).map(|()| (w, buf))).await?;
+            let full = buf.len() == cap;
+            // Hashing one chunk is sub-millisecond: done in place, not on another thread.
+            (w, buf) = quick(move || w.write(&buf).map(|()| (w, buf))).await?;
             if !full {
                 return Ok(w);
             }
@@ -546,6 +548,19 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn volume_path(&self, number: u32) -> PathBuf {
         self.inner.volumes.path(number)
+    }
+}
+
+/// Runs short blocking store work (a metadata lookup, a read from the page cache, hashing a
+/// chunk). On a multi-threaded runtime it runs in place, telling tokio to move this worker's
+/// other tasks elsewhere meanwhile: cheaper than a hop to the blocking pool for
+/// sub-millisecond work. Elsewhere it goes to the blocking pool.
+pub async fn quick<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(f)
+    } else {
+        blocking(f).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::store::chunked::ChunkWriter;
-use crate::store::commit::{Op, Reply, Request, Staged, Target};
+use crate::store::commit::{Op, Reply, ReplyTo, Request, Staged, Target};
 use crate::store::quota::Reservation;
 use crate::store::{ContentId, Error, Inner, ObjectInfo, Result};
 
@@ -157,7 +157,58 @@ impl BlobWriter {
         }
     }
 
+    /// Commits the content as the named object `bucket/key` from async code: the bytes are
+    /// made ready in place (a volume append, or the temp file's fsync), then the task awaits
+    /// the group commit without holding a thread.
+    pub async fn commit_object(
+        self,
+        bucket: &str,
+        key: &str,
+        opts: ObjectOptions,
+    ) -> Result<ObjectInfo> {
+        crate::store::check_name("bucket", bucket)?;
+        crate::store::check_name("key", key)?;
+        let target = Target::Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            content_type: opts.content_type,
+            user_meta: opts.user_meta,
+            condition: opts.condition,
+        };
+        match self.commit(target).await? {
+            Reply::Object(info) => Ok(info),
+            _ => unreachable!("an object commit answers its metadata"),
+        }
+    }
+
+    /// Commits the content for direct access by id from async code (see
+    /// [`BlobWriter::commit_object`]).
+    pub async fn commit_blob(self) -> Result<ContentId> {
+        match self.commit(Target::Blob).await? {
+            Reply::Id(id) => Ok(id),
+            _ => unreachable!("a blob commit answers its id"),
+        }
+    }
+
+    async fn commit(self, target: Target) -> Result<Reply> {
+        let inner = self.inner.clone();
+        let op = crate::store::quick(move || self.prepare(target)).await?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        inner.send(Request {
+            op,
+            reply: ReplyTo::Async(reply),
+        })?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
     fn finish(self, target: Target) -> Result<Reply> {
+        let inner = self.inner.clone();
+        let op = self.prepare(target)?;
+        inner.submit(op)
+    }
+
+    /// Finishes the bytes (hash, volume append or temp-file fsync) and builds the commit op.
+    fn prepare(self, target: Target) -> Result<Op> {
         let id = ContentId(self.hasher.finalize().into());
         let staged = match self.body {
             Body::Small(buf) => {
@@ -166,15 +217,14 @@ impl BlobWriter {
             }
             Body::Large(w) => Staged::Temp(w.finish()?),
         };
-        let op = Op::Store {
+        Ok(Op::Store {
             app: self.app,
             id,
             size: self.size,
             staged,
             reservation: self.reservation,
             target,
-        };
-        self.inner.submit(op)
+        })
     }
 }
 
@@ -182,12 +232,18 @@ impl Inner {
     /// Hands an op to the committer and waits until it is durable (or failed).
     pub(crate) fn submit(&self, op: Op) -> Result<Reply> {
         let (reply, rx) = mpsc::sync_channel(1);
-        {
-            let tx = self.tx.lock();
-            let tx = tx.as_ref().ok_or(Error::Closed)?;
-            tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
-        }
+        self.send(Request {
+            op,
+            reply: ReplyTo::Blocking(reply),
+        })?;
         rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Queues a request for the committer.
+    pub(crate) fn send(&self, request: Request) -> Result<()> {
+        let tx = self.tx.lock();
+        let tx = tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(request).map_err(|_| Error::Closed)
     }
 
     /// Hands several ops to the committer at once (so they can share a commit) and waits for
@@ -199,6 +255,7 @@ impl Inner {
             let tx = tx.as_ref().ok_or(Error::Closed)?;
             for op in ops {
                 let (reply, rx) = mpsc::sync_channel(1);
+                let reply = ReplyTo::Blocking(reply);
                 tx.send(Request { op, reply }).map_err(|_| Error::Closed)?;
                 waits.push(rx);
             }
