@@ -1,0 +1,315 @@
+//! Configuration: a TOML file (`--config`) overlaid with command-line flags. Secrets (the
+//! backend secret, the admin password) come from files or the environment, never flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_common::config::{ByteSize, HumanDuration};
+use clap::{ArgAction, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::BackendSecret;
+
+/// Environment variable holding the backend secret (wins over `backend_secret_file`).
+pub const SECRET_ENV: &str = "BERTH_QUERY_BACKEND_SECRET";
+/// Environment variable holding the backend admin password (wins over the file).
+pub const ADMIN_PASSWORD_ENV: &str = "BERTH_QUERY_ADMIN_PASSWORD";
+
+/// Everything `query-proxy` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address apps connect to (MySQL protocol).
+    pub listen: String,
+    /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: String,
+    /// The MariaDB/MySQL backend, `host:port`.
+    pub backend: String,
+    /// Backend account that provisions databases, kills runaway queries and measures
+    /// database sizes.
+    pub backend_admin_user: String,
+    /// File holding that account's password (or set BERTH_QUERY_ADMIN_PASSWORD); none: empty.
+    pub backend_admin_password_file: Option<PathBuf>,
+    /// File holding the backend secret that app passwords are derived from (or set
+    /// BERTH_QUERY_BACKEND_SECRET). Without either, `<data_dir>/backend-secret` is used and
+    /// created on first start.
+    pub backend_secret_file: Option<PathBuf>,
+    /// Hosts each app account is created for.
+    pub backend_account_hosts: Vec<String>,
+    /// Tenants file (TOML, see ARCHITECTURE.md); reloaded on SIGHUP. Without one, the proxy
+    /// serves the single development app `dev_app`.
+    pub tenants: Option<PathBuf>,
+    /// State directory (the generated backend secret lives here).
+    pub data_dir: Option<PathBuf>,
+    /// Development app served when no tenants file is given (provisioned at startup).
+    pub dev_app: String,
+    /// Its token (development only).
+    pub dev_token: String,
+    /// SHA-256 hashes (hex) of operator tokens accepted by `/metrics`.
+    pub operator_tokens: Vec<String>,
+    /// TLS certificate chain (PEM) for clients that ask for TLS; with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse logins without TLS.
+    pub require_tls: bool,
+    /// Client connections at once, all apps together (each app also has `max_connections`).
+    pub max_connections: usize,
+    /// Largest command packet accepted from a client (a statement and its data).
+    pub max_packet: ByteSize,
+    /// Longest a client may take to log in.
+    pub login_timeout: HumanDuration,
+    /// Longest a backend login may take.
+    pub backend_connect_timeout: HumanDuration,
+    /// How often each app's database size is measured (for `db_bytes`).
+    pub db_size_interval: HumanDuration,
+    /// Extra time past `statement_timeout` before the proxy kills a query itself.
+    pub kill_grace: HumanDuration,
+    /// Version string shown to clients; empty: the backend's, probed at startup.
+    pub server_version: String,
+    /// How long connections get to finish after SIGTERM.
+    pub drain_timeout: HumanDuration,
+    /// Worker threads; 0: one per CPU.
+    pub threads: usize,
+    /// Log verbosity (0 info, 1 debug, 2 trace).
+    pub verbosity: u8,
+    /// Log as JSON lines.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6033".into(),
+            admin_listen: "127.0.0.1:9233".into(),
+            backend: "127.0.0.1:3306".into(),
+            backend_admin_user: "root".into(),
+            backend_admin_password_file: None,
+            backend_secret_file: None,
+            backend_account_hosts: vec!["%".into(), "localhost".into()],
+            tenants: None,
+            data_dir: None,
+            dev_app: "dev".into(),
+            dev_token: "dev".into(),
+            operator_tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            max_connections: 4096,
+            max_packet: ByteSize(64 << 20),
+            login_timeout: HumanDuration(Duration::from_secs(10)),
+            backend_connect_timeout: HumanDuration(Duration::from_secs(10)),
+            db_size_interval: HumanDuration(Duration::from_secs(10)),
+            kill_grace: HumanDuration(Duration::from_secs(1)),
+            server_version: String::new(),
+            drain_timeout: HumanDuration(Duration::from_secs(10)),
+            threads: 0,
+            verbosity: 0,
+            log_json: false,
+        }
+    }
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "query-proxy",
+    version,
+    about = "Berth's permission-filtering MySQL proxy",
+    long_about = "Berth's permission-filtering MySQL proxy. Apps log in with their name and \
+token; the proxy logs in to MariaDB as the app's own account and forwards only statements the \
+policy allows. See docs/protocols/query.md and docs/ops/query-proxy.md."
+)]
+pub struct Cli {
+    /// TOML config file; flags override it.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Check the configuration (and tenants file) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// MySQL protocol address (default 127.0.0.1:6033; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin HTTP address (default 127.0.0.1:9233).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Backend `host:port` (default 127.0.0.1:3306).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub backend: Option<String>,
+    /// Tenants file (TOML); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// State directory.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Option<Action>,
+}
+
+/// Operator commands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Create (or repair) APP's database and backend account; idempotent.
+    Provision {
+        /// The app's name.
+        app: String,
+    },
+    /// Remove APP's backend account and database (its data included); idempotent.
+    Deprovision {
+        /// The app's name.
+        app: String,
+    },
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] berth_common::config::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Cli {
+    /// The file's config with the flags applied.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let mut cfg: Config = berth_common::config::load_toml(self.config.as_deref())?;
+        if let Some(v) = &self.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = &self.admin_listen {
+            cfg.admin_listen = v.clone();
+        }
+        if let Some(v) = &self.backend {
+            cfg.backend = v.clone();
+        }
+        if let Some(v) = &self.tenants {
+            cfg.tenants = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            cfg.data_dir = Some(v.clone());
+        }
+        cfg.verbosity = cfg.verbosity.max(self.verbose);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl Config {
+    /// Refuses values the proxy cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_packet.0 < 1024 || self.max_packet.0 > 1 << 30 {
+            return Err(ConfigError::Invalid(
+                "max_packet must be between 1KiB and 1GiB".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key go together: set both or neither".into(),
+            ));
+        }
+        if self.require_tls && self.tls_cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "require_tls needs tls_cert and tls_key".into(),
+            ));
+        }
+        if self.backend_account_hosts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "backend_account_hosts must name at least one host".into(),
+            ));
+        }
+        for h in &self.backend_account_hosts {
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_%:".contains(&b))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "backend_account_hosts: {h:?} is not a host pattern"
+                )));
+            }
+        }
+        if self.tenants.is_none() {
+            berth_common::tenants::AppName::parse(&self.dev_app)
+                .map_err(|e| ConfigError::Invalid(format!("dev_app: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The backend admin password: BERTH_QUERY_ADMIN_PASSWORD, the file, systemd's
+    /// `admin-password` credential, or empty.
+    pub fn admin_password(&self) -> Result<String, ConfigError> {
+        if let Ok(v) = std::env::var(ADMIN_PASSWORD_ENV) {
+            return Ok(v);
+        }
+        match self
+            .backend_admin_password_file
+            .clone()
+            .or_else(|| credential("admin-password"))
+        {
+            Some(p) => read_secret_file(&p).map(|s| s.trim_end_matches(['\r', '\n']).to_owned()),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// The backend secret: BERTH_QUERY_BACKEND_SECRET, `backend_secret_file`, systemd's
+    /// `backend-secret` credential, or `<data_dir>/backend-secret` (created, mode 0600, with
+    /// 256 random bits if missing).
+    pub fn backend_secret(&self) -> Result<BackendSecret, ConfigError> {
+        let text = if let Ok(v) = std::env::var(SECRET_ENV) {
+            v
+        } else if let Some(p) = self
+            .backend_secret_file
+            .clone()
+            .or_else(|| credential("backend-secret"))
+        {
+            read_secret_file(&p)?
+        } else if let Some(dir) = &self.data_dir {
+            let path = dir.join("backend-secret");
+            if !path.exists() {
+                create_secret_file(&path)?;
+            }
+            read_secret_file(&path)?
+        } else {
+            return Err(ConfigError::Invalid(format!(
+                "no backend secret: set {SECRET_ENV}, backend_secret_file, or --data-dir"
+            )));
+        };
+        BackendSecret::new(&text).map_err(ConfigError::Invalid)
+    }
+}
+
+/// `$CREDENTIALS_DIRECTORY/<name>` when systemd passed that credential (`LoadCredential=`).
+fn credential(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = Path::new(&dir).join(name);
+    path.exists().then_some(path)
+}
+
+fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("reading {}: {e}", path.display())))
+}
+
+fn create_secret_file(path: &Path) -> Result<(), ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail =
+        |e: std::io::Error| ConfigError::Invalid(format!("creating {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    writeln!(f, "{}", berth_common::tenants::generate_token()).map_err(fail)
+}

@@ -1,0 +1,767 @@
+//! One client connection: log the app in, open its backend session as `app_<name>`, then
+//! relay. Only the client's commands are inspected; the backend's responses stream through as
+//! raw bytes, watched by [`Tracker`] only to know where each ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_common::listener::PeerAddr;
+use berth_common::shutdown::ShutdownSignal;
+use berth_common::tenants::{Tenant, TokenHash};
+use rand::rngs::OsRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::errors::Refuse;
+use super::limits::{kill_query, AppSlot};
+use super::tls::{Prefixed, Stream};
+use super::Shared;
+use crate::backend::{BackendConn, BackendError, Login};
+use crate::policy::{self, Kind, SqlMode};
+use crate::protocol::command::{ChangeUser, Command, COM_RESET_CONNECTION};
+use crate::protocol::handshake::{
+    encode_auth_switch, is_utf8_collation, new_scramble, ClientHello, Greeting,
+    CACHING_SHA2_PASSWORD, NATIVE_PASSWORD,
+};
+use crate::protocol::response::{Expect, Tracker};
+use crate::protocol::{
+    caps, decode_packet, encode_packet, reply, status, Decode, Packet, ProtocolError,
+};
+
+/// Largest packet accepted before login.
+const LOGIN_PACKET_LIMIT: usize = 64 << 10;
+/// How long after a `KILL QUERY` the backend gets to answer before the session is closed.
+const AFTER_KILL: Duration = Duration::from_secs(10);
+
+/// Why a connection ends early.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("backend: {0}")]
+    Backend(#[from] BackendError),
+    #[error("the client closed the connection mid-packet")]
+    Truncated,
+    #[error("refused: {0:?}")]
+    Refused(Refuse),
+    #[error("login took longer than the login timeout")]
+    LoginTimeout,
+}
+
+/// The client side of the connection.
+struct Client {
+    stream: Stream,
+    buf: Vec<u8>,
+    /// Length of the last packet's raw bytes at the front of `buf`.
+    raw_len: usize,
+}
+
+impl Client {
+    /// The next packet, or `None` when the client closed cleanly between packets.
+    async fn read_packet(&mut self, limit: usize) -> Result<Option<Packet>, ConnError> {
+        self.buf.drain(..self.raw_len);
+        self.raw_len = 0;
+        loop {
+            if let Decode::Done(p, n) = decode_packet(&self.buf, limit)? {
+                self.raw_len = n;
+                return Ok(Some(p));
+            }
+            self.buf.reserve(16 << 10);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ConnError::Truncated)
+                };
+            }
+        }
+    }
+
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), ConnError> {
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        encode_packet(seq, payload, &mut out);
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// `SSLRequest`: the TLS handshake, after which the login continues encrypted.
+    async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), ConnError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(ConnError::Protocol(ProtocolError::malformed(
+                "a second SSLRequest",
+            )));
+        };
+        // The client may have sent its TLS ClientHello right behind the SSLRequest.
+        let early = self.buf.split_off(self.raw_len);
+        self.buf.clear();
+        self.raw_len = 0;
+        let tcp = Prefixed::new(early, tcp);
+        let tls = acceptor.accept(tcp).await?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    async fn refuse(&mut self, seq: u8, r: &Refuse) -> Result<(), ConnError> {
+        self.send(seq, &r.to_err().encode()).await
+    }
+}
+
+/// Serves one client connection to its end.
+pub async fn handle(
+    stream: TcpStream,
+    peer: PeerAddr,
+    shared: Arc<Shared>,
+    shutdown: ShutdownSignal,
+) {
+    let mut client = Client {
+        stream: Stream::Plain(stream),
+        buf: Vec::with_capacity(16 << 10),
+        raw_len: 0,
+    };
+    let login = tokio::time::timeout(shared.cfg.login_timeout.0, login(&mut client, &shared));
+    let session = match login.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            shared
+                .counters
+                .login_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %peer, error = %e, "login failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, error = %ConnError::LoginTimeout, "login failed");
+            return;
+        }
+    };
+    shared.counters.logins.fetch_add(1, Ordering::Relaxed);
+    let app = session.tenant.name.to_string();
+    let mut session = session;
+    if let Err(e) = session.serve(&mut client, shutdown).await {
+        match e {
+            ConnError::Backend(_) => {
+                shared
+                    .counters
+                    .backend_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(app = %app, peer = %peer, error = %e, "session ended")
+            }
+            _ => tracing::debug!(app = %app, peer = %peer, error = %e, "session ended"),
+        }
+    }
+}
+
+/// A logged-in app's session.
+struct Session {
+    shared: Arc<Shared>,
+    tenant: Tenant,
+    token: TokenHash,
+    scramble: [u8; 20],
+    caps: u32,
+    policy: policy::Session,
+    backend: BackendConn,
+    _slot: AppSlot,
+    /// Prepared statement ids and whether each writes.
+    stmts: HashMap<u32, bool>,
+}
+
+/// The connection phase: greeting, HandshakeResponse41, authentication, backend login.
+async fn login(client: &mut Client, shared: &Arc<Shared>) -> Result<Session, ConnError> {
+    let scramble = new_scramble(&mut OsRng);
+    let greeting = Greeting {
+        server_version: shared.server_version.clone(),
+        connection_id: shared.next_connection_id(),
+        scramble,
+        capabilities: caps::PROXY_SERVER | if shared.tls.is_some() { caps::SSL } else { 0 },
+        collation: 45,
+        status: status::AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.to_owned(),
+    };
+    client.send(0, &greeting.encode()).await?;
+    let (p, r) = loop {
+        let Some(p) = client.read_packet(LOGIN_PACKET_LIMIT).await? else {
+            return Err(ConnError::Truncated);
+        };
+        let hello = match ClientHello::decode(&p.payload) {
+            Ok(h) => h,
+            Err(e) => {
+                client
+                    .refuse(p.last_seq.wrapping_add(1), &Refuse::Malformed)
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        match (hello, &shared.tls) {
+            (ClientHello::SslRequest { .. }, Some(acceptor)) if !client.stream.is_tls() => {
+                client.start_tls(acceptor).await?;
+            }
+            (ClientHello::SslRequest { .. }, _) => {
+                client
+                    .refuse(p.last_seq.wrapping_add(1), &Refuse::NoTls)
+                    .await?;
+                return Err(ConnError::Refused(Refuse::NoTls));
+            }
+            (ClientHello::Response(r), _) => break (p, r),
+        }
+    };
+    if shared.cfg.require_tls && !client.stream.is_tls() {
+        client
+            .refuse(p.last_seq.wrapping_add(1), &Refuse::TlsRequired)
+            .await?;
+        return Err(ConnError::Refused(Refuse::TlsRequired));
+    }
+    let offered = caps::PROXY_SERVER | if client.stream.is_tls() { caps::SSL } else { 0 };
+    let caps = caps::negotiate(offered, r.capabilities);
+    let user = String::from_utf8_lossy(&r.username).into_owned();
+    let (tenant, token, seq) = authenticate(
+        client,
+        shared,
+        &scramble,
+        &user,
+        (r.auth_response.clone(), r.auth_plugin.clone()),
+        p.last_seq.wrapping_add(1),
+    )
+    .await?;
+    let session = open_session(
+        client,
+        shared,
+        tenant,
+        token,
+        (caps, r.collation, seq),
+        r.database.as_deref(),
+    )
+    .await?;
+    let mut session = session;
+    session.scramble = scramble;
+    Ok(session)
+}
+
+/// Checks the app's token (switching the client to `mysql_native_password` first if it
+/// offered another plugin). The answer is the same for an unknown app and a wrong token.
+async fn authenticate(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    scramble: &[u8; 20],
+    user: &str,
+    (mut response, plugin): (Vec<u8>, Option<String>),
+    mut seq: u8,
+) -> Result<(Tenant, TokenHash, u8), ConnError> {
+    if plugin.as_deref() == Some(CACHING_SHA2_PASSWORD) && client.stream.is_tls() {
+        return caching_sha2_over_tls(client, shared, user, seq).await;
+    }
+    if plugin.as_deref().is_some_and(|p| p != NATIVE_PASSWORD) {
+        client
+            .send(seq, &encode_auth_switch(NATIVE_PASSWORD, scramble))
+            .await?;
+        let Some(p) = client.read_packet(LOGIN_PACKET_LIMIT).await? else {
+            return Err(ConnError::Truncated);
+        };
+        response = p.payload;
+        seq = p.last_seq.wrapping_add(1);
+    }
+    let tenant = shared.tenant(user);
+    let matched = tenant.as_ref().and_then(|t| {
+        let mut found = None;
+        for h in &t.tokens {
+            if h.verify_mysql_native(scramble, &response) && found.is_none() {
+                found = Some(h.clone());
+            }
+        }
+        found
+    });
+    match (tenant, matched) {
+        (Some(t), Some(h)) => Ok((t, h, seq)),
+        _ => {
+            let refuse = Refuse::Access {
+                user: user.to_owned(),
+            };
+            client.refuse(seq, &refuse).await?;
+            Err(ConnError::Refused(refuse))
+        }
+    }
+}
+
+/// `caching_sha2_password` inside TLS: ask for full authentication (`0x01 0x04`), receive the
+/// token in clear over the encrypted link, and check it against the app's SHA-256 hashes.
+async fn caching_sha2_over_tls(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    user: &str,
+    seq: u8,
+) -> Result<(Tenant, TokenHash, u8), ConnError> {
+    client.send(seq, &[0x01, 0x04]).await?;
+    let Some(p) = client.read_packet(LOGIN_PACKET_LIMIT).await? else {
+        return Err(ConnError::Truncated);
+    };
+    let seq = p.last_seq.wrapping_add(1);
+    let password = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload);
+    let password = std::str::from_utf8(password).unwrap_or("");
+    let tenant = shared.tenant(user);
+    let matched = tenant
+        .as_ref()
+        .and_then(|t| t.tokens.iter().find(|h| h.verify(password)).cloned());
+    match (tenant, matched) {
+        (Some(t), Some(h)) => Ok((t, h, seq)),
+        _ => {
+            let refuse = Refuse::Access {
+                user: user.to_owned(),
+            };
+            client.refuse(seq, &refuse).await?;
+            Err(ConnError::Refused(refuse))
+        }
+    }
+}
+
+/// Applies the per-session checks and limits, logs in to the backend as the app, and answers
+/// the client's login with OK.
+async fn open_session(
+    client: &mut Client,
+    shared: &Arc<Shared>,
+    tenant: Tenant,
+    token: TokenHash,
+    (caps, collation, seq): (u32, u8, u8),
+    database: Option<&[u8]>,
+) -> Result<Session, ConnError> {
+    let ident = tenant.name.mysql_ident();
+    let check = if !is_utf8_collation(collation) {
+        Err(Refuse::Charset(collation))
+    } else if database.is_some_and(|d| !d.is_empty() && d != ident.as_bytes()) {
+        Err(Refuse::Database {
+            user: tenant.name.to_string(),
+            database: String::from_utf8_lossy(database.unwrap_or_default()).into_owned(),
+        })
+    } else {
+        Ok(())
+    };
+    if let Err(r) = check {
+        client.refuse(seq, &r).await?;
+        return Err(ConnError::Refused(r));
+    }
+    let Some(slot) = AppSlot::acquire(shared, &tenant) else {
+        let r = Refuse::TooManyConnections {
+            user: tenant.name.to_string(),
+            limit: tenant.max_connections,
+        };
+        client.refuse(seq, &r).await?;
+        return Err(ConnError::Refused(r));
+    };
+    let (backend, mode) = match open_backend(shared, &tenant, caps, collation).await {
+        Ok(b) => b,
+        Err(e) => {
+            shared
+                .counters
+                .backend_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(app = %tenant.name, error = %e, "backend login as the app's account failed (is the app provisioned? `query-proxy provision {}`)", tenant.name);
+            client.refuse(seq, &Refuse::Backend).await?;
+            return Err(e.into());
+        }
+    };
+    let ok = reply::Ok {
+        status: status::AUTOCOMMIT,
+        ..reply::Ok::default()
+    };
+    client.send(seq, &ok.encode()).await?;
+    let mut policy = policy::Session::new(ident);
+    policy.sql_mode = mode;
+    Ok(Session {
+        shared: shared.clone(),
+        tenant,
+        token,
+        scramble: [0; 20],
+        caps,
+        policy,
+        backend,
+        _slot: slot,
+        stmts: HashMap::new(),
+    })
+}
+
+/// Logs in to the backend as `app_<name>` with the derived password, then sets the session up.
+async fn open_backend(
+    shared: &Shared,
+    tenant: &Tenant,
+    caps: u32,
+    collation: u8,
+) -> Result<(BackendConn, SqlMode), BackendError> {
+    let ident = tenant.name.mysql_ident();
+    let password = shared.secret.backend_password(&tenant.name);
+    let login = Login {
+        user: &ident,
+        password: &password,
+        database: Some(&ident),
+        relayed_caps: caps,
+        collation,
+    };
+    let mut backend = BackendConn::connect(
+        &shared.cfg.backend,
+        &login,
+        shared.cfg.backend_connect_timeout.0,
+    )
+    .await?;
+    let mode = setup_backend(&mut backend, tenant).await?;
+    Ok((backend, mode))
+}
+
+/// Puts the app's statement timeout on the backend session (the policy refuses lifting it)
+/// and reads the session's sql_mode for the policy's lexer.
+async fn setup_backend(
+    backend: &mut BackendConn,
+    tenant: &Tenant,
+) -> Result<SqlMode, BackendError> {
+    let secs = tenant.statement_timeout.0.as_secs_f64();
+    if secs > 0.0 {
+        backend
+            .exec(&format!("SET SESSION max_statement_time = {secs:.3}"))
+            .await?;
+    }
+    let rows = backend.query("SELECT @@SESSION.sql_mode").await?;
+    let mode = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    Ok(SqlMode::parse(&mode))
+}
+
+/// Whether a statement adds data (refused while the database is past `db_bytes`).
+fn writes(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Insert
+            | Kind::Update
+            | Kind::Replace
+            | Kind::CreateTable
+            | Kind::AlterTable
+            | Kind::CreateIndex
+            | Kind::CreateView
+            | Kind::RenameTable
+            | Kind::Execute
+    )
+}
+
+/// What to do with one command.
+enum Step {
+    Forward(Expect),
+    Answer(Refuse),
+    Quit,
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        client: &mut Client,
+        mut shutdown: ShutdownSignal,
+    ) -> Result<(), ConnError> {
+        let mut tenants = self.shared.tenants.subscribe();
+        let limit = self.shared.cfg.max_packet.0 as usize;
+        loop {
+            let packet = tokio::select! {
+                p = client.read_packet(limit) => p,
+                _ = shutdown.recv() => return Ok(()),
+                _ = tenants.changed() => {
+                    if self.revoked() {
+                        tracing::info!(app = %self.tenant.name, "token revoked or app removed; closing the session");
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let packet = match packet {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(ConnError::Protocol(ProtocolError::TooLarge { .. })) => {
+                    client.refuse(0, &Refuse::PacketTooLarge).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            self.shared
+                .counters
+                .commands
+                .fetch_add(1, Ordering::Relaxed);
+            let reply_seq = packet.last_seq.wrapping_add(1);
+            let command = match Command::decode(&packet.payload, self.caps) {
+                Ok(c) => c,
+                Err(_) => {
+                    client.refuse(reply_seq, &Refuse::Malformed).await?;
+                    continue;
+                }
+            };
+            let (step, prepared) = match command {
+                Command::ChangeUser(cu) => {
+                    self.change_user(client, cu, reply_seq).await?;
+                    continue;
+                }
+                Command::ResetConnection => {
+                    self.reset_connection(client).await?;
+                    continue;
+                }
+                other => self.decide(other),
+            };
+            match step {
+                Step::Quit => return Ok(()),
+                Step::Answer(r) => {
+                    self.shared
+                        .counters
+                        .refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Refuse::Policy { rule, message, .. } = &r {
+                        tracing::warn!(app = %self.tenant.name, rule, %message, sql = %snippet(&packet.payload[1..]), "statement refused");
+                    } else {
+                        tracing::warn!(app = %self.tenant.name, refusal = ?r, "command refused");
+                    }
+                    client.refuse(reply_seq, &r).await?;
+                }
+                Step::Forward(expect) => {
+                    self.backend
+                        .stream
+                        .write_all(&client.buf[..client.raw_len])
+                        .await?;
+                    let t = self.relay(client, expect).await?;
+                    if !t.saw_error() {
+                        match (expect, prepared) {
+                            (Expect::ResultSets, Some((Some(mode), _))) => {
+                                self.policy.sql_mode = mode;
+                            }
+                            (Expect::Prepare, Some((_, writes))) => {
+                                if let Some(id) = t.prepared_id() {
+                                    self.stmts.insert(id, writes);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the session's app or token is gone from the tenants.
+    fn revoked(&self) -> bool {
+        match self.shared.tenant(self.tenant.name.as_str()) {
+            Some(t) => !t
+                .tokens
+                .iter()
+                .any(|h| h.mysql_native == self.token.mysql_native),
+            None => true,
+        }
+    }
+
+    /// The policy's and limits' decision on one command, and for an allowed statement the
+    /// sql_mode it sets and whether it writes.
+    fn decide(&mut self, command: Command<'_>) -> (Step, Option<(Option<SqlMode>, bool)>) {
+        match command {
+            Command::Quit => (Step::Quit, None),
+            Command::Query(sql) => match self.check_sql(sql) {
+                Ok(info) => (Step::Forward(Expect::ResultSets), Some(info)),
+                Err(r) => (Step::Answer(r), None),
+            },
+            Command::StmtPrepare(sql) => match self.check_sql(sql) {
+                Ok((_, w)) => (Step::Forward(Expect::Prepare), Some((None, w))),
+                Err(r) => (Step::Answer(r), None),
+            },
+            Command::StmtExecute { stmt_id, flags } => {
+                if flags & 0x0F != 0 {
+                    return (Step::Answer(Refuse::Cursor), None);
+                }
+                if self.stmts.get(&stmt_id).copied().unwrap_or(false) {
+                    if let Some(r) = self.quota_refusal() {
+                        return (Step::Answer(r), None);
+                    }
+                }
+                (Step::Forward(Expect::ResultSets), None)
+            }
+            Command::StmtClose { stmt_id } => {
+                self.stmts.remove(&stmt_id);
+                (Step::Forward(Expect::Nothing), None)
+            }
+            Command::StmtSendLongData { .. } => (Step::Forward(Expect::Nothing), None),
+            Command::StmtReset { .. } | Command::Ping | Command::SetOption(_) => {
+                (Step::Forward(Expect::OnePacket), None)
+            }
+            Command::StmtFetch { .. } => (Step::Answer(Refuse::Cursor), None),
+            Command::InitDb(db) => {
+                if db == self.policy.database.as_bytes() {
+                    (Step::Forward(Expect::OnePacket), None)
+                } else {
+                    (Step::Answer(self.other_database(db)), None)
+                }
+            }
+            Command::FieldList { .. } => (Step::Forward(Expect::FieldList), None),
+            Command::Refused { name, .. } => (Step::Answer(Refuse::Command(name)), None),
+            Command::ChangeUser(_) | Command::ResetConnection => (Step::Quit, None),
+        }
+    }
+
+    fn other_database(&self, db: &[u8]) -> Refuse {
+        Refuse::Database {
+            user: self.tenant.name.to_string(),
+            database: String::from_utf8_lossy(db).into_owned(),
+        }
+    }
+
+    /// Runs the policy (and the db_bytes limit) on a statement batch.
+    fn check_sql(&self, sql: &[u8]) -> Result<(Option<SqlMode>, bool), Refuse> {
+        let statements = policy::statements(&self.policy, sql).map_err(|r| match r.decision() {
+            policy::Decision::Refuse {
+                code,
+                rule,
+                message,
+                ..
+            } => Refuse::Policy {
+                code,
+                rule,
+                message,
+            },
+            policy::Decision::Allow => Refuse::Malformed,
+        })?;
+        let write = statements.iter().any(|s| writes(s.kind));
+        if write {
+            if let Some(r) = self.quota_refusal() {
+                return Err(r);
+            }
+        }
+        Ok((statements.last().and_then(|s| s.new_sql_mode), write))
+    }
+
+    fn quota_refusal(&self) -> Option<Refuse> {
+        let (used, limit) = self.shared.over_quota(&self.tenant)?;
+        Some(Refuse::DbFull {
+            database: self.policy.database.clone(),
+            used,
+            limit,
+        })
+    }
+
+    /// Streams the backend's response to the client until it ends. Past `max_result_bytes`
+    /// the client gets an ERR and the rest is killed and drained; past `statement_timeout`
+    /// (plus `kill_grace`) the query is killed on the backend.
+    async fn relay(&mut self, client: &mut Client, expect: Expect) -> Result<Tracker, ConnError> {
+        let deprecate = self.caps & caps::DEPRECATE_EOF != 0;
+        let limit = Some(self.tenant.max_result_bytes.0).filter(|&l| l > 0);
+        let mut t = Tracker::new(expect, deprecate, limit);
+        if t.is_done() {
+            return Ok(t);
+        }
+        let timeout = self.tenant.statement_timeout.0;
+        let mut deadline =
+            (!timeout.is_zero()).then(|| Instant::now() + timeout + self.shared.cfg.kill_grace.0);
+        let mut killed = false;
+        let mut aborted = false;
+        loop {
+            if !self.backend.buf.is_empty() {
+                let p = t.feed(&self.backend.buf)?;
+                if !aborted && p.consumed > 0 {
+                    client
+                        .stream
+                        .write_all(&self.backend.buf[..p.consumed])
+                        .await?;
+                }
+                self.backend.buf.drain(..p.consumed);
+                if p.done {
+                    client.stream.flush().await?;
+                    return Ok(t);
+                }
+                if p.over_limit {
+                    self.shared
+                        .counters
+                        .results_aborted
+                        .fetch_add(1, Ordering::Relaxed);
+                    let r = Refuse::ResultTooLarge {
+                        limit: limit.unwrap_or(0),
+                    };
+                    tracing::warn!(app = %self.tenant.name, "result over max_result_bytes; cut off");
+                    client.refuse(t.next_seq(), &r).await?;
+                    aborted = true;
+                    t.clear_limit();
+                    kill_query(&self.shared, self.backend.connection_id).await;
+                    killed = true;
+                    deadline = Some(Instant::now() + AFTER_KILL);
+                    continue;
+                }
+            }
+            self.backend.buf.reserve(64 << 10);
+            let read = self.backend.stream.read_buf(&mut self.backend.buf);
+            let n = match deadline {
+                None => read.await.map_err(BackendError::Io)?,
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(r) => r.map_err(BackendError::Io)?,
+                    Err(_) if killed => return Err(BackendError::Timeout(AFTER_KILL).into()),
+                    Err(_) => {
+                        tracing::warn!(app = %self.tenant.name, "statement past statement_timeout; killing it");
+                        kill_query(&self.shared, self.backend.connection_id).await;
+                        killed = true;
+                        deadline = Some(Instant::now() + AFTER_KILL);
+                        continue;
+                    }
+                },
+            };
+            if n == 0 {
+                return Err(BackendError::Closed.into());
+            }
+        }
+    }
+
+    /// `COM_RESET_CONNECTION`: reset the backend session, then put the limits back on it.
+    async fn reset_connection(&mut self, client: &mut Client) -> Result<(), ConnError> {
+        self.backend.send_command(&[COM_RESET_CONNECTION]).await?;
+        let p = self.backend.read().await?;
+        if p.payload.first() == Some(&0x00) {
+            self.policy.sql_mode = setup_backend(&mut self.backend, &self.tenant).await?;
+            self.stmts.clear();
+        }
+        client.send(1, &p.payload).await
+    }
+
+    /// `COM_CHANGE_USER`: authenticate again (possibly as another app) and start a clean
+    /// backend session. A failure closes the connection, as MySQL does.
+    async fn change_user(
+        &mut self,
+        client: &mut Client,
+        cu: ChangeUser,
+        seq: u8,
+    ) -> Result<(), ConnError> {
+        let user = String::from_utf8_lossy(&cu.username).into_owned();
+        let scramble = self.scramble;
+        let (tenant, token, seq) = authenticate(
+            client,
+            &self.shared,
+            &scramble,
+            &user,
+            (cu.auth_response, cu.auth_plugin),
+            seq,
+        )
+        .await?;
+        let collation = match cu.collation {
+            Some(c) => u8::try_from(c).unwrap_or(0),
+            None => 45,
+        };
+        let database = Some(&cu.database[..]).filter(|d| !d.is_empty());
+        let mut fresh = open_session(
+            client,
+            &self.shared,
+            tenant,
+            token,
+            (self.caps, collation, seq),
+            database,
+        )
+        .await?;
+        fresh.scramble = scramble;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+/// The start of a statement for the operator's log.
+fn snippet(sql: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&sql[..sql.len().min(200)]);
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
