@@ -1,0 +1,37 @@
+//! The `berth` command line: one subcommand per verb, each in its own module.
+
+pub mod logs;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Deploy and operate Python web apps on Berth",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show an app's logs, or follow them with --tail (like `heroku logs` / `journalctl`).
+    Logs(logs::LogsArgs),
+}
+
+impl Cli {
+    /// Runs the chosen verb.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Logs(args) => logs::run(&args),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `log-collector`: parse flags and config, bind every listener, print `LISTEN` lines, serve
+//! until SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use berth_common::shutdown::Shutdown;
+use berth_common::tenants::TenantSet;
+use clap::Parser;
+use log_collector::config::Cli;
+use log_collector::server::{self, Bound, Shared};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (print, check) = (cli.print_config, cli.check_config);
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("log-collector: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print {
+        return match berth_common::config::to_toml(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("log-collector: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let tenants = match cfg.tenants_path().map(TenantSet::load).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("log-collector: tenants file: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = berth_common::tenants::OperatorTokens::from_hex_hashes(&cfg.operator_tokens) {
+        eprintln!("log-collector: operator_tokens: {e}");
+        return ExitCode::from(2);
+    }
+    if check {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("log-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("log-collector: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cfg, tenants)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("log-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    cfg: log_collector::config::Config,
+    tenants: Option<TenantSet>,
+) -> anyhow::Result<()> {
+    let bound = Bound::bind(&cfg).await?;
+    let shutdown = Shutdown::new();
+    shutdown.listen_os_signals();
+    // SIGHUP must not kill the process before (or without) a tenants reload handler.
+    let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let shared = Shared::new(cfg, tenants, &shutdown)?;
+    let mut stdout = std::io::stdout().lock();
+    for line in bound.listen_lines() {
+        let _ = writeln!(stdout, "{line}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    let res = server::run(bound, shared, shutdown).await;
+    tracing::info!("log-collector stopped");
+    res
+}
