@@ -551,17 +551,13 @@ impl Store {
     }
 }
 
-/// Runs short blocking store work (a metadata lookup, a read from the page cache, hashing a
-/// chunk). On a multi-threaded runtime it runs in place, telling tokio to move this worker's
-/// other tasks elsewhere meanwhile: cheaper than a hop to the blocking pool for
-/// sub-millisecond work. Elsewhere it goes to the blocking pool.
+/// Runs short store work (a metadata lookup, a read that the page cache serves, hashing one
+/// chunk) right here on the async worker. A profile of small GETs showed `block_in_place` and
+/// blocking-pool hops costing more in thread wake-ups (futex, context switches: a fifth of
+/// the CPU) than the work itself; a cold-cache read stalls this worker for one disk read,
+/// which is the trade nginx makes too.
 pub async fn quick<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(f)
-    } else {
-        blocking(f).await
-    }
+    f()
 }
 
 /// Runs blocking store work on tokio's blocking pool; a panic there is re-raised here.

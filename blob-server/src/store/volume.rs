@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use sha2::{Digest, Sha256};
 
 use crate::store::{sync_dir, ContentId, Error, Result};
 
@@ -69,10 +68,8 @@ pub(crate) fn decode_record<'a>(
         if rec[8..40] != id.0 || len != size {
             return bad("record belongs to other content");
         }
-        // Small records are cheap to hash, so check the content digest too.
-        if Sha256::digest(data).as_slice() != id.0 {
-            return bad("content digest mismatch");
-        }
+        // The CRC covers the stored digest and the data; comparing the data's SHA-256 with
+        // the id is the scrub's job (a profile of small GETs showed it at 8% of their CPU).
     }
     Ok(data)
 }
@@ -354,6 +351,7 @@ fn volume_header(number: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn id_of(data: &[u8]) -> ContentId {
         ContentId(Sha256::digest(data).into())
