@@ -314,89 +314,94 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<S> 
     }
 }
 
-/// Compacts volumes every `interval` on the blocking pool until shutdown.
-async fn compact_loop(
-    api: Arc<Api>,
+/// Runs `pass` on the blocking pool every `interval` until shutdown; `pass` gets a stop check
+/// to poll and returns `false` once it was interrupted (shutdown), which ends the loop. A pass
+/// that fails is logged and the next one runs on schedule.
+async fn every<F>(
+    what: &'static str,
     interval: Duration,
-    dead_ratio: f64,
     mut shutdown: berth_common::shutdown::ShutdownSignal,
-) {
+    pass: F,
+) where
+    F: Fn(&dyn Fn() -> bool) -> crate::store::Result<bool> + Clone + Send + 'static,
+{
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let (store, sd) = (api.store.clone(), shutdown.clone());
-        let pass =
-            tokio::task::spawn_blocking(move || store.compact(dead_ratio, &|| sd.is_triggered()));
-        match pass.await {
-            Ok(Ok(report)) => {
-                let c = &api.counters;
-                c.compact_volumes
-                    .fetch_add(u64::from(report.volumes), Ordering::Relaxed);
-                c.compact_reclaimed_bytes
-                    .fetch_add(report.reclaimed_bytes, Ordering::Relaxed);
-                if report.volumes > 0 {
-                    tracing::info!(
-                        volumes = report.volumes,
-                        moved = report.moved,
-                        reclaimed_bytes = report.reclaimed_bytes,
-                        "compaction finished"
-                    );
-                }
-                if report.interrupted {
-                    return;
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "compaction failed"),
-            Err(e) => tracing::error!(error = %e, "compaction task failed"),
+        let (pass, sd) = (pass.clone(), shutdown.clone());
+        match tokio::task::spawn_blocking(move || pass(&|| sd.is_triggered())).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return,
+            Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
+            Err(e) => tracing::error!(error = %e, "{what} task failed"),
         }
     }
 }
 
-/// Runs a scrub every `interval` on the blocking pool until shutdown.
+/// Compacts volumes every `interval` until shutdown.
+async fn compact_loop(
+    api: Arc<Api>,
+    interval: Duration,
+    dead_ratio: f64,
+    shutdown: berth_common::shutdown::ShutdownSignal,
+) {
+    every("compaction", interval, shutdown, move |stop| {
+        let report = api.store.compact(dead_ratio, stop)?;
+        let c = &api.counters;
+        c.compact_volumes
+            .fetch_add(u64::from(report.volumes), Ordering::Relaxed);
+        c.compact_reclaimed_bytes
+            .fetch_add(report.reclaimed_bytes, Ordering::Relaxed);
+        if report.volumes > 0 {
+            tracing::info!(
+                volumes = report.volumes,
+                moved = report.moved,
+                reclaimed_bytes = report.reclaimed_bytes,
+                "compaction finished"
+            );
+        }
+        Ok(!report.interrupted)
+    })
+    .await;
+}
+
+/// Scrubs every `interval` until shutdown.
 async fn scrub_loop(
     api: Arc<Api>,
     interval: Duration,
     rate: u64,
-    mut shutdown: berth_common::shutdown::ShutdownSignal,
+    shutdown: berth_common::shutdown::ShutdownSignal,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let (store, sd) = (api.store.clone(), shutdown.clone());
+    every("scrub", interval, shutdown, move |stop| {
         let started = std::time::Instant::now();
-        let pass = tokio::task::spawn_blocking(move || store.scrub(rate, &|| sd.is_triggered()));
-        match pass.await {
-            Ok(Ok(report)) if !report.interrupted => {
-                let c = &api.counters;
-                c.scrub_passes.fetch_add(1, Ordering::Relaxed);
-                c.scrub_bytes.fetch_add(report.bytes, Ordering::Relaxed);
-                c.scrub_corrupt
-                    .store(report.corrupt.len() as u64, Ordering::Relaxed);
-                let level_error = !report.corrupt.is_empty();
-                if level_error {
-                    tracing::error!(
-                        checked = report.checked,
-                        corrupt = report.corrupt.len(),
-                        "scrub finished: corrupt content found (see the errors above)"
-                    );
-                } else {
-                    tracing::info!(
-                        checked = report.checked,
-                        bytes = report.bytes,
-                        took = ?started.elapsed(),
-                        "scrub finished: all content verified"
-                    );
-                }
-            }
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => tracing::error!(error = %e, "scrub failed"),
-            Err(e) => tracing::error!(error = %e, "scrub task failed"),
+        let report = api.store.scrub(rate, stop)?;
+        if report.interrupted {
+            return Ok(false);
         }
-    }
+        let c = &api.counters;
+        c.scrub_passes.fetch_add(1, Ordering::Relaxed);
+        c.scrub_bytes.fetch_add(report.bytes, Ordering::Relaxed);
+        c.scrub_corrupt
+            .store(report.corrupt.len() as u64, Ordering::Relaxed);
+        if report.corrupt.is_empty() {
+            tracing::info!(
+                checked = report.checked,
+                bytes = report.bytes,
+                took = ?started.elapsed(),
+                "scrub finished: all content verified"
+            );
+        } else {
+            tracing::error!(
+                checked = report.checked,
+                corrupt = report.corrupt.len(),
+                "scrub finished: corrupt content found (see the errors above)"
+            );
+        }
+        Ok(true)
+    })
+    .await;
 }
 
 /// The Prometheus metrics: requests, bytes, per-app usage and quota, store commits.

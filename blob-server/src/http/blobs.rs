@@ -8,9 +8,7 @@ use hyper::body::Incoming;
 
 use crate::http::objects::value;
 use crate::http::parse::{self, EtagList, RangeSpec};
-use crate::http::{
-    first_piece, header_str, json, quick, reader_body, upload_error, Api, ApiError, Body,
-};
+use crate::http::{first_piece, header_str, json, quick, reader_body, Api, ApiError, Body};
 use crate::store::{blocking, ContentId};
 
 /// Blobs never change: clients may cache them for a year.
@@ -22,15 +20,7 @@ pub async fn post(
     app: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    api.check_declared_length(app, &req)?;
-    let mut w = api.store.writer(app)?;
-    w.limit_size(api.max_object(app));
-    let reader = api.body_reader(req);
-    let w = api
-        .store
-        .fill_writer(w, reader)
-        .await
-        .map_err(upload_error)?;
+    let w = api.receive(app, req).await?;
     let size = w.size();
     let id = w.commit_blob().await?;
     let mut resp = json(

@@ -288,6 +288,24 @@ impl Api {
         Ok(())
     }
 
+    /// Streams an upload's body into a new writer for `app`: the declared length is checked
+    /// first, the app's own size limit applies, and a broken or stalled body is the client's
+    /// error. Commit the writer to store it; dropping it discards everything.
+    async fn receive(
+        self: &Arc<Self>,
+        app: &str,
+        req: Request<Incoming>,
+    ) -> Result<crate::store::BlobWriter, ApiError> {
+        self.check_declared_length(app, &req)?;
+        let mut w = self.store.writer(app)?;
+        w.limit_size(self.max_object(app));
+        let reader = self.body_reader(req);
+        self.store
+            .fill_writer(w, reader)
+            .await
+            .map_err(upload_error)
+    }
+
     /// The request body as an `AsyncRead`, counting bytes and giving up after the idle timeout.
     fn body_reader(self: &Arc<Self>, req: Request<Incoming>) -> impl AsyncRead + Unpin + Send {
         let api = self.clone();

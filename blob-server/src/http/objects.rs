@@ -8,7 +8,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::http::parse::{self, EtagList, RangeSpec, META_PREFIX};
-use crate::http::{first_piece, header_str, quick, reader_body, upload_error, Api, ApiError, Body};
+use crate::http::{first_piece, header_str, quick, reader_body, Api, ApiError, Body};
 use crate::store::{blocking, Condition, ContentId, ObjectInfo, ObjectOptions};
 
 /// Most user metadata one object may carry (names and values together).
@@ -104,15 +104,7 @@ pub async fn put(
             return Err(ApiError::precondition_failed());
         }
     }
-    api.check_declared_length(app, &req)?;
-    let mut w = api.store.writer(app)?;
-    w.limit_size(api.max_object(app));
-    let reader = api.body_reader(req);
-    let w = api
-        .store
-        .fill_writer(w, reader)
-        .await
-        .map_err(upload_error)?;
+    let w = api.receive(app, req).await?;
     let info = w.commit_object(bucket, key, opts).await?;
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -135,15 +127,7 @@ pub async fn post_new(
 ) -> Result<Response<Body>, ApiError> {
     let mut opts = write_options(&req)?;
     opts.condition = Condition::Always;
-    api.check_declared_length(app, &req)?;
-    let mut w = api.store.writer(app)?;
-    w.limit_size(api.max_object(app));
-    let reader = api.body_reader(req);
-    let w = api
-        .store
-        .fill_writer(w, reader)
-        .await
-        .map_err(upload_error)?;
+    let w = api.receive(app, req).await?;
     let key = w.content_id().hex();
     let info = w.commit_object(bucket, &key, opts).await?;
     let location = parse::object_path(bucket, &key);

@@ -142,16 +142,7 @@ impl BlobWriter {
     /// Commits the content as the named object `bucket/key` (replacing any previous one);
     /// returns its metadata once durable.
     pub fn finish_object(self, bucket: &str, key: &str, opts: ObjectOptions) -> Result<ObjectInfo> {
-        crate::store::check_name("bucket", bucket)?;
-        crate::store::check_name("key", key)?;
-        let target = Target::Object {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            content_type: opts.content_type,
-            user_meta: opts.user_meta,
-            condition: opts.condition,
-        };
-        match self.finish(target)? {
+        match self.finish(object_target(bucket, key, opts)?)? {
             Reply::Object(info) => Ok(info),
             _ => unreachable!("an object commit answers its metadata"),
         }
@@ -166,16 +157,7 @@ impl BlobWriter {
         key: &str,
         opts: ObjectOptions,
     ) -> Result<ObjectInfo> {
-        crate::store::check_name("bucket", bucket)?;
-        crate::store::check_name("key", key)?;
-        let target = Target::Object {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            content_type: opts.content_type,
-            user_meta: opts.user_meta,
-            condition: opts.condition,
-        };
-        match self.commit(target).await? {
+        match self.commit(object_target(bucket, key, opts)?).await? {
             Reply::Object(info) => Ok(info),
             _ => unreachable!("an object commit answers its metadata"),
         }
@@ -226,6 +208,19 @@ impl BlobWriter {
             target,
         })
     }
+}
+
+/// What committing as the named object `bucket/key` means, once the names are checked.
+fn object_target(bucket: &str, key: &str, opts: ObjectOptions) -> Result<Target> {
+    crate::store::check_name("bucket", bucket)?;
+    crate::store::check_name("key", key)?;
+    Ok(Target::Object {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        content_type: opts.content_type,
+        user_meta: opts.user_meta,
+        condition: opts.condition,
+    })
 }
 
 impl Inner {
