@@ -51,25 +51,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.threads > 0 {
-        builder.worker_threads(cfg.threads);
-    }
-    let runtime = match builder.thread_name("blob-worker").enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("blob-server: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cfg, tenants)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("blob-server: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    berth_common::runtime::run_service(
+        "blob-server",
+        "blob-worker",
+        cfg.threads,
+        serve(cfg, tenants),
+    )
 }
 
 async fn serve(cfg: blob_server::config::Config, tenants: Option<TenantSet>) -> anyhow::Result<()> {

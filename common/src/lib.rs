@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod listener;
+pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenants;

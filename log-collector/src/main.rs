@@ -48,25 +48,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .thread_name("log-worker")
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("log-collector: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cfg, tenants)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("log-collector: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    berth_common::runtime::run_service("log-collector", "log-worker", 0, serve(cfg, tenants))
 }
 
 async fn serve(

@@ -55,30 +55,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.threads > 0 {
-        builder.worker_threads(cfg.threads);
-    }
-    let runtime = match builder.thread_name("query-proxy").enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("query-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let res = runtime.block_on(async {
+    let threads = cfg.threads;
+    berth_common::runtime::run_service("query-proxy", "query-proxy", threads, async move {
         match &cli.command {
             Some(action) => operator(action, cfg, tenants, secret).await,
             None => serve(cfg, tenants, secret).await,
         }
-    });
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("query-proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// The tenants file, or the development app; and whether it is the development app.
