@@ -1,14 +1,25 @@
-"""Fixtures of the berth client tests: real cache and blob servers (see servers.py) and a clean
-config."""
+"""Fixtures of the berth client tests: real cache, blob, log and query servers (servers.py),
+the test MariaDB, and a clean config."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pymysql
 import pytest
-from servers import BlobServer, BlobServerFactory, CacheServer, ServerFactory
+from servers import (
+    BlobServer,
+    BlobServerFactory,
+    CacheServer,
+    LogCollector,
+    QueryProxy,
+    ServerFactory,
+)
 
 from berth import config
 
@@ -142,3 +153,150 @@ def blob_server(
     factory = BlobServerFactory(blob_server_bin, *blob_files, tmp_path_factory.mktemp("blob"))
     yield factory()
     factory.stop_all()
+
+
+# Log collector and query proxy apps: the same names as above, their own tokens.
+LOG_TENANTS = """
+[[app]]
+name = "alpha"
+token = "tok-log-alpha"
+
+[[app]]
+name = "beta"
+token = "tok-log-beta"
+
+[[app]]
+name = "limited"
+token = "tok-log-limited"
+log_rate = 5
+"""
+
+
+def _binary(request: pytest.FixtureRequest, name: str) -> Path:
+    binary = Path(str(request.config.getoption("--bin-dir"))) / name
+    if not binary.exists():
+        pytest.fail(f"{binary} does not exist; build it with `cargo build --release -p {name}`")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def log_collector(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LogCollector]:
+    """One log collector (apps alpha, beta, limited at 5 events/s) shared by a module."""
+    d = tmp_path_factory.mktemp("logs")
+    (d / "tenants.toml").write_text(LOG_TENANTS)
+    (d / "data").mkdir()
+    server = LogCollector(
+        _binary(request, "log-collector"), ["--tenants", str(d / "tenants.toml")], d / "data", d
+    )
+    yield server
+    server.stop()
+
+
+@dataclass
+class MariaDB:
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+MARIADB_HINT = (
+    "the berth.db tests need MariaDB on {addr} with user {user!r} able to log in over TCP "
+    "(scripts/test starts one and sets BERTH_TEST_MARIADB; on Debian: `apt-get install "
+    "mariadb-server && service mariadb start`), or point BERTH_TEST_MARIADB / "
+    "BERTH_TEST_MARIADB_USER / BERTH_TEST_MARIADB_PASSWORD at one"
+)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> MariaDB:
+    host, _, port = os.environ.get("BERTH_TEST_MARIADB", "127.0.0.1:3306").partition(":")
+    m = MariaDB(
+        host,
+        int(port or 3306),
+        os.environ.get("BERTH_TEST_MARIADB_USER", "root"),
+        os.environ.get("BERTH_TEST_MARIADB_PASSWORD", ""),
+    )
+    try:
+        pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password).close()
+    except pymysql.MySQLError as e:
+        pytest.fail(MARIADB_HINT.format(addr=f"{m.host}:{m.port}", user=m.user) + f"\n({e})")
+    return m
+
+
+@dataclass
+class DbApp:
+    name: str
+    token: str
+
+    @property
+    def database(self) -> str:
+        return "app_" + self.name.replace("-", "_")
+
+
+@dataclass
+class ProxyFixture:
+    proxy: QueryProxy
+    apps: dict[str, DbApp]
+
+    def environ(self, app: str, secrets_dir: Path) -> dict[str, str]:
+        """A runtime-contract environment (and secrets file) for `app` behind this proxy."""
+        a = self.apps[app]
+        secrets_file = secrets_dir / f"{app}-secrets.toml"
+        secrets_file.write_text(f'token = "{a.token}"\n')
+        secrets_file.chmod(0o600)
+        return {
+            "BERTH_APP": a.name,
+            "BERTH_DB_HOST": "127.0.0.1",
+            "BERTH_DB_PORT": str(self.proxy.port),
+            "BERTH_DB_NAME": a.database,
+            "BERTH_SECRETS_FILE": str(secrets_file),
+        }
+
+
+@pytest.fixture(scope="session")
+def query_proxy(
+    request: pytest.FixtureRequest, mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyFixture]:
+    """A query proxy with two provisioned apps (`one`, `two`, random names and tokens); their
+    databases are dropped again afterwards."""
+    binary = _binary(request, "query-proxy")
+    d = tmp_path_factory.mktemp("query-proxy")
+    suffix = secrets.token_hex(3)
+    apps = {key: DbApp(f"pc{key[0]}-{suffix}", secrets.token_hex(32)) for key in ("one", "two")}
+    (d / "tenants.toml").write_text(
+        "".join(f'[[app]]\nname = "{a.name}"\ntoken = "{a.token}"\n\n' for a in apps.values())
+    )
+    (d / "query-proxy.toml").write_text(
+        f'backend = "{mariadb.host}:{mariadb.port}"\nbackend_admin_user = "{mariadb.user}"\n'
+    )
+    env = {
+        "BERTH_QUERY_BACKEND_SECRET": secrets.token_hex(32),
+        "BERTH_QUERY_ADMIN_PASSWORD": mariadb.password,
+    }
+    base = [str(binary), "--config", str(d / "query-proxy.toml")]
+    for a in apps.values():
+        subprocess.run(
+            [*base, "provision", a.name],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    argv = [
+        *base,
+        *("--tenants", str(d / "tenants.toml"), "--data-dir", str(d / "data")),
+        *("--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"),
+    ]
+    proxy = QueryProxy(argv, ["mysql"], d, "query-proxy", env=env)
+    yield ProxyFixture(proxy, apps)
+    proxy.stop()
+    for a in apps.values():
+        subprocess.run(
+            [*base, "deprovision", a.name],
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+        )

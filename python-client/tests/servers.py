@@ -1,96 +1,46 @@
-"""Real cache-server processes for the berth client tests, and polling helpers.
+"""Real Berth server processes for the berth client tests, and polling helpers.
 
-Readiness is the server's own `LISTEN memcache host:port` line, waited for with a deadline;
+Readiness is the server's own `LISTEN <kind> host:port` lines, waited for with a deadline;
 servers are stopped by PID with SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+
+from berth.testing import Process
+from berth.testing import free_port as free_port
 
 
-class CacheServer:
+class CacheServer(Process):
     """One cache-server process; `restart()` brings it back on the same port."""
 
     def __init__(self, binary: Path, args: list[str], log_dir: Path, name: str) -> None:
         self.binary = binary
         self.args = args
-        self.log_dir = log_dir
-        self.name = name
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._starts = 0
-        self.start()
+        super().__init__([], ["memcache"], log_dir, name)
+
+    @property
+    def port(self) -> int:
+        return self.ports["memcache"]
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self._starts += 1
-        stderr_path = self.log_dir / f"{self.name}.{self._starts}.stderr"
-        argv = [
+    def command(self) -> list[str]:
+        port = self.ports.get("memcache", 0)
+        return [
             str(self.binary),
-            "-p",
-            str(self.port),
-            "-l",
-            "127.0.0.1",
-            "--admin-listen",
-            "127.0.0.1:0",
+            *("-p", str(port), "-l", "127.0.0.1", "--admin-listen", "127.0.0.1:0"),
             *self.args,
         ]
-        with open(stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
-            )
-        lines: list[str] = []
-        found = threading.Event()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for raw in self.proc.stdout:
-                line = raw.decode("utf-8", "replace").strip()
-                lines.append(line)
-                if line.startswith("LISTEN memcache "):
-                    self.port = int(line.rsplit(":", 1)[1])
-                    found.set()
-            found.set()  # EOF: the process is gone; the check below reports it
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(15) or not self.port or self.proc.poll() is not None:
-            self.stop()
-            raise AssertionError(
-                f"{' '.join(argv)} did not print LISTEN memcache within 15s\n"
-                f"stdout: {lines}\nstderr: {stderr_path.read_text(errors='replace')[-3000:]}"
-            )
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                raise AssertionError(f"{self.name} ignored SIGTERM for 10s") from None
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 class ServerFactory:
@@ -115,14 +65,6 @@ class ServerFactory:
             server.stop()
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound and released a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def wait_until(
     predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
 ) -> None:
@@ -134,11 +76,8 @@ def wait_until(
         time.sleep(0.05)
 
 
-class BlobServer:
-    """One blob-server process with its own data directory; `restart()` keeps port and data.
-
-    Readiness is its `LISTEN http host:port` line on stdout.
-    """
+class BlobServer(Process):
+    """One blob-server process with its own data directory; `restart()` keeps port and data."""
 
     def __init__(
         self, binary: Path, args: list[str], data_dir: Path, log_dir: Path, name: str
@@ -146,73 +85,24 @@ class BlobServer:
         self.binary = binary
         self.args = args
         self.data_dir = data_dir
-        self.log_dir = log_dir
-        self.name = name
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._starts = 0
-        self.start()
+        super().__init__([], ["http"], log_dir, name)
+
+    @property
+    def port(self) -> int:
+        return self.ports["http"]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self._starts += 1
-        stderr_path = self.log_dir / f"{self.name}.{self._starts}.stderr"
-        argv = [
+    def command(self) -> list[str]:
+        port = self.ports.get("http", 0)
+        return [
             str(self.binary),
-            "--data-dir",
-            str(self.data_dir),
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--admin-listen",
-            "127.0.0.1:0",
+            *("--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{port}"),
+            *("--admin-listen", "127.0.0.1:0"),
             *self.args,
         ]
-        with open(stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
-            )
-        lines: list[str] = []
-        found = threading.Event()
-
-        def read(stdout: IO[bytes]) -> None:
-            with stdout:
-                for raw in stdout:
-                    line = raw.decode("utf-8", "replace").strip()
-                    lines.append(line)
-                    if line.startswith("LISTEN http "):
-                        self.port = int(line.rsplit(":", 1)[1])
-                        found.set()
-            found.set()
-
-        assert self.proc.stdout is not None
-        threading.Thread(target=read, args=(self.proc.stdout,), daemon=True).start()
-        if not found.wait(15) or not self.port or self.proc.poll() is not None:
-            self.stop()
-            raise AssertionError(
-                f"{' '.join(argv)} did not print LISTEN http within 15s\n"
-                f"stdout: {lines}\nstderr: {stderr_path.read_text(errors='replace')[-3000:]}"
-            )
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                raise AssertionError(f"{self.name} ignored SIGTERM for 10s") from None
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 class BlobServerFactory:
@@ -305,3 +195,39 @@ class DroppingProxy:
             pass
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_WR)
+
+
+class LogCollector(Process):
+    """One log-collector process (JSON lines and HTTP only) with its own data directory."""
+
+    def __init__(self, binary: Path, args: list[str], data_dir: Path, log_dir: Path) -> None:
+        self.binary = binary
+        self.args = args
+        self.data_dir = data_dir
+        super().__init__([], ["json", "http"], log_dir, "log-collector")
+
+    @property
+    def json_address(self) -> str:
+        return f"127.0.0.1:{self.ports['json']}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            *("--data-dir", str(self.data_dir)),
+            *("--listen-json", f"127.0.0.1:{self.ports.get('json', 0)}"),
+            *("--listen-http", f"127.0.0.1:{self.ports.get('http', 0)}"),
+            *("--listen-syslog", "", "--admin-listen", "127.0.0.1:0"),
+            *self.args,
+        ]
+
+
+class QueryProxy(Process):
+    """One query-proxy process in front of the test MariaDB."""
+
+    @property
+    def port(self) -> int:
+        return self.ports["mysql"]
