@@ -30,6 +30,9 @@ from berth import config
 __all__ = [
     "DEFAULT_PORT",
     "Connection",
+    "Error",
+    "OperationalError",
+    "ProgrammingError",
     "Settings",
     "connect",
     "settings",
