@@ -49,7 +49,11 @@ def cache_round_trips(port: int, rounds: int, pairs: int) -> None:
 
 
 def log_call_cost(json_port: int, batches: int, per_batch: int) -> None:
-    handler = berth_logging.BerthHandler(("127.0.0.1", json_port), "bench", None)
+    # As under berth.runtime: install() makes records lean (no frame walk for file/line).
+    berth_logging.lean_records()
+    handler = berth_logging.BerthHandler(
+        ("127.0.0.1", json_port), "bench", None, version="1.0.0", instance="bench-1"
+    )
     log = logging.getLogger("bench.request")
     log.propagate = False
     log.setLevel(logging.INFO)

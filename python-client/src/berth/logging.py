@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Final
 
@@ -38,6 +39,9 @@ __all__ = [
     "Stats",
     "handler",
     "install",
+    "installed",
+    "lean_records",
+    "parse_address",
     "stats",
 ]
 
@@ -45,10 +49,11 @@ ENV_LOG_ADDR: Final = "BERTH_LOG_ADDR"
 ENV_LOG_LEVEL: Final = "BERTH_LOG_LEVEL"
 
 #: The attributes every `LogRecord` has; anything else on a record came from `extra=`.
-_RECORD_FIELDS: Final = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
-)
+_PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+_RECORD_FIELDS: Final = frozenset(_PLAIN_RECORD.keys() | {"message", "asctime", "taskName"})
+_PLAIN_FIELD_COUNT: Final = len(_PLAIN_RECORD)
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 
 # One queued record: created, levelname, logger, message, exception text, extra fields.
 _Item = tuple[float, str, str, str, "str | None", "dict[str, Any] | None"]
@@ -106,6 +111,12 @@ class BerthHandler(logging.Handler):
         self.retry_interval = retry_interval
         self.timeout = timeout
         self._fallback = fallback
+        tail = {"stream": "logging", "version": version, "instance": instance}
+        self._tail = (
+            ","
+            + json.dumps({k: v for k, v in tail.items() if v is not None}, ensure_ascii=False)[1:]
+            + "\n"
+        )
         self._queue: collections.deque[_Item] = collections.deque()
         self._wake = threading.Event()
         self._idle = True
@@ -147,7 +158,7 @@ class BerthHandler(logging.Handler):
             if record.stack_info:
                 exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
             extra = None
-            if len(record.__dict__) > len(_RECORD_FIELDS) - 3:
+            if len(record.__dict__) > _PLAIN_FIELD_COUNT:
                 extra = {
                     k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS
                 } or None
@@ -216,23 +227,19 @@ class BerthHandler(logging.Handler):
         self._write_fallback(lines)
 
     def _encode(self, item: _Item) -> bytes:
+        # Hand-assembled (strings escaped by json's C encoder): about 4x faster than
+        # json.dumps of a dict, and this runs once per record under the GIL.
         created, level, name, message, exc, extra = item
-        event: dict[str, Any] = {
-            "timestamp": created,
-            "level": level,
-            "logger": name,
-            "message": message,
-            "stream": "logging",
-        }
-        if self.version is not None:
-            event["version"] = self.version
-        if self.instance is not None:
-            event["instance"] = self.instance
+        parts = [
+            f'{{"timestamp":{created!r},"level":{_quote(level)},"logger":{_quote(name)},'
+            f'"message":{_quote(message)}'
+        ]
         if exc is not None:
-            event["exception"] = exc
+            parts.append(f',"exception":{_quote(exc)}')
         if extra:
-            event["extra"] = extra
-        return json.dumps(event, default=repr, ensure_ascii=False).encode() + b"\n"
+            parts.append(',"extra":' + json.dumps(extra, default=repr, ensure_ascii=False))
+        parts.append(self._tail)
+        return "".join(parts).encode("utf-8", "replace")
 
     def _connect(self) -> None:
         sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -350,6 +357,18 @@ def handler(cfg: config.Config | None = None, **kwargs: Any) -> BerthHandler:
     )
 
 
+def lean_records() -> None:
+    """Stops `logging` from collecting what the system handler does not ship: the caller's
+    file, line and function (a frame walk per call), thread, process and task names. The
+    logging HOWTO's "Optimization" switches; `install()` turns them on."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):
+        logging.logAsyncioTasks = False
+
+
 def install(cfg: config.Config | None = None, *, level: int | str | None = None) -> BerthHandler:
     """Makes a `BerthHandler` the root logger's only handler, once per process; returns it.
 
@@ -370,6 +389,7 @@ def install(cfg: config.Config | None = None, *, level: int | str | None = None)
             level = (cfg.get(ENV_LOG_LEVEL) or "INFO").upper()
         root.setLevel(level)
         logging.captureWarnings(True)
+        lean_records()
         atexit.register(h.close)
         _installed = h
         return h
