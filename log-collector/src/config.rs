@@ -18,6 +18,8 @@ pub struct Config {
     pub listen_syslog: String,
     /// HTTP query and tail API (`--listen-http`); empty string: off.
     pub listen_http: String,
+    /// OTLP logs over gRPC, `LogsService/Export` (`--listen-otlp`); empty string: off.
+    pub listen_otlp: String,
     /// Admin endpoint: `/metrics`, `/healthz`, `/readyz` (`--admin-listen`).
     pub admin_listen: String,
     /// Where segments live (`--data-dir`).
@@ -47,7 +49,18 @@ pub struct Config {
     pub default_log_rate: u32,
     /// Most simultaneous TCP connections (JSON and syslog together).
     pub max_connections: usize,
-    /// Close ingest connections idle this long; "0s": never.
+    /// Largest OTLP `Export` request (the protobuf message, after gzip decompression);
+    /// larger ones are refused with RESOURCE_EXHAUSTED before they are buffered.
+    pub otlp_max_message_bytes: ByteSize,
+    /// Most simultaneous OTLP (HTTP/2) connections; more wait in the listen backlog.
+    pub otlp_max_connections: usize,
+    /// Most concurrent gRPC streams (requests) on one OTLP connection (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub otlp_max_concurrent_streams: u32,
+    /// Most OTLP requests being decoded and stored at once, across all connections; more
+    /// wait (back-pressure). Bounds memory at about this times `otlp_max_message_bytes`.
+    pub otlp_max_concurrent_requests: usize,
+    /// Close JSON and syslog connections idle this long; "0s": never.
     pub idle_timeout: HumanDuration,
     /// How long connections get to finish after SIGTERM.
     pub drain_timeout: HumanDuration,
@@ -78,6 +91,7 @@ impl Default for Config {
             listen_json: "127.0.0.1:5170".into(),
             listen_syslog: "127.0.0.1:5140".into(),
             listen_http: "127.0.0.1:8099".into(),
+            listen_otlp: "127.0.0.1:4317".into(),
             admin_listen: "127.0.0.1:9299".into(),
             data_dir: PathBuf::from("/var/lib/berth/log-collector"),
             tenants: None,
@@ -91,6 +105,10 @@ impl Default for Config {
             default_log_bytes: ByteSize::gib(1),
             default_log_rate: 0,
             max_connections: 4096,
+            otlp_max_message_bytes: ByteSize::mib(4),
+            otlp_max_connections: 1024,
+            otlp_max_concurrent_streams: 16,
+            otlp_max_concurrent_requests: 32,
             idle_timeout: HumanDuration(Duration::ZERO),
             drain_timeout: HumanDuration::secs(5),
             max_page_events: 1000,
@@ -113,7 +131,7 @@ impl Default for Config {
     version,
     about = "Berth's log collector: durable per-app logs with tail and query",
     long_about = "Berth's log collector. Takes JSON lines over TCP, syslog (RFC 5424/3164) over \
-TCP and UDP, stores each app's events durably in its own segments, and serves queries and live \
+TCP and UDP, OTLP logs over gRPC, stores each app's events durably in its own segments, and serves queries and live \
 tail over HTTP. See docs/protocols/logs.md and docs/ops/log-collector.md."
 )]
 pub struct Cli {
@@ -135,6 +153,9 @@ pub struct Cli {
     /// HTTP query/tail address ("" turns it off).
     #[arg(long, value_name = "ADDR")]
     pub listen_http: Option<String>,
+    /// OTLP/gRPC logs address ("" turns it off).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_otlp: Option<String>,
     /// Admin address (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
@@ -172,6 +193,7 @@ impl Cli {
         set(&mut cfg.listen_json, self.listen_json);
         set(&mut cfg.listen_syslog, self.listen_syslog);
         set(&mut cfg.listen_http, self.listen_http);
+        set(&mut cfg.listen_otlp, self.listen_otlp);
         set(&mut cfg.admin_listen, self.admin_listen);
         if let Some(d) = self.data_dir {
             cfg.data_dir = d;
@@ -206,6 +228,16 @@ impl Config {
                 "max_buffer_bytes must be at least 4 x max_message_bytes ({} bytes)",
                 4 * self.max_message_bytes.0
             ));
+        }
+        let otlp_max = self.otlp_max_message_bytes.0;
+        if !(4 << 10..=256 << 20).contains(&otlp_max) {
+            return bad("otlp_max_message_bytes must be between 4KiB and 256MiB".into());
+        }
+        if self.otlp_max_connections == 0
+            || self.otlp_max_concurrent_streams == 0
+            || self.otlp_max_concurrent_requests == 0
+        {
+            return bad("otlp_max_connections, otlp_max_concurrent_streams and otlp_max_concurrent_requests must be at least 1".into());
         }
         if self.max_connections == 0 || self.max_page_events == 0 {
             return bad("max_connections and max_page_events must be at least 1".into());
@@ -256,6 +288,7 @@ mod tests {
         let cfg = cli.into_config().unwrap();
         assert_eq!(cfg.listen_json, "127.0.0.1:0");
         assert_eq!(cfg.listen_syslog, "127.0.0.1:5140");
+        assert_eq!(cfg.listen_otlp, "127.0.0.1:4317");
         let text = berth_common::config::to_toml(&cfg).unwrap();
         let back: Config = berth_common::config::from_toml_str(&text, "printed").unwrap();
         assert_eq!(back, cfg);
@@ -269,6 +302,18 @@ mod tests {
         };
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("commit_interval"), "{e}");
+        let cfg = Config {
+            otlp_max_message_bytes: ByteSize(100),
+            ..Config::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("otlp_max_message_bytes"), "{e}");
+        let cfg = Config {
+            otlp_max_concurrent_streams: 0,
+            ..Config::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("otlp_max_concurrent_streams"), "{e}");
         let e = berth_common::config::from_toml_str::<Config>("segmnt_bytes = 1", "f.toml")
             .unwrap_err()
             .to_string();

@@ -1,8 +1,8 @@
 //! The log collector: durable per-app logs with tail and query.
 //!
-//! Layout: [`protocol`] is the pure wire code (framing, syslog, JSON lines), [`store`] the
-//! segment files and the writer thread with group commit, [`server`] the listeners (JSON
-//! lines, syslog TCP and UDP, HTTP read API, admin) on tokio, [`forward`] the NATS JetStream
+//! Layout: [`protocol`] is the pure wire code (framing, syslog, JSON lines, the OTLP record
+//! mapping), [`store`] the segment files and the writer thread with group commit, [`server`]
+//! the listeners (JSON lines, syslog TCP and UDP, OTLP/gRPC, HTTP read API, admin) on tokio, [`forward`] the NATS JetStream
 //! forwarder, [`config`] the TOML/CLI
 //! configuration. Task model: one task per connection (and one per UDP socket), one writer
 //! thread; see `store` for how batches flow and how back-pressure works.

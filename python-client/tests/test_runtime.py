@@ -113,6 +113,15 @@ def test_the_scratch_dir_and_tempfiles_are_writable(served: Served) -> None:
     assert answer.startswith("ok ") and "scratch" in answer
 
 
+def test_the_routers_prefix_becomes_script_name(served: Served) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{served.port}/where", headers={"X-Berth-Script-Name": "/shop"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.read().decode() == "/shop|/where|False"
+    assert served.get("/where") == "|/where|False"
+
+
 def run_module(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "berth.runtime", *args],

@@ -1,6 +1,7 @@
 """Fixtures that start a real log collector per test (binary from --bin-dir, port 0, LISTEN
 lines on stdout) and talk to it with real clients: sockets, Python logging, logger(1),
-rsyslog, curl-like HTTP via http.client, and the `berth` CLI.
+rsyslog, OpenTelemetry's OTLP/gRPC exporter, curl-like HTTP via http.client, and the `berth`
+CLI.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ BUILD_HINT = (
     "run `cargo build --release -p log-collector -p berth-deployer` "
     "(or scripts/test, which builds everything)"
 )
-KINDS = ["json", "syslog-tcp", "syslog-udp", "http", "admin"]
+KINDS = ["json", "syslog-tcp", "syslog-udp", "http", "otlp", "admin"]
 
 # Tokens of the test tenants (development form `token = "…"` in the tenants file).
 TOKENS = {"shop": "shop-token-0123456789", "billing": "billing-token-9876543210"}
@@ -50,6 +51,11 @@ class Collector:
 
     def addr(self, kind: str) -> tuple[str, int]:
         return self.addrs[kind]
+
+    def otlp_endpoint(self) -> str:
+        """The OTLP/gRPC endpoint as OpenTelemetry exporters take it."""
+        host, port = self.addrs["otlp"]
+        return f"http://{host}:{port}"
 
     def http_get(self, path: str, token: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
         host, port = self.addrs["http"]
@@ -192,6 +198,7 @@ class CollectorFactory:
             "--listen-json", "127.0.0.1:0",
             "--listen-syslog", "127.0.0.1:0",
             "--listen-http", "127.0.0.1:0",
+            "--listen-otlp", "127.0.0.1:0",
             "--admin-listen", "127.0.0.1:0",
         ]
         if tenants is not None:

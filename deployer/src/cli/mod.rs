@@ -1,6 +1,7 @@
 //! The `berth` command line: one subcommand per verb, each in its own module.
 
 pub mod logs;
+pub mod validate;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Show an app's logs, or follow them with --tail (like `heroku logs` / `journalctl`).
     Logs(logs::LogsArgs),
+    /// Check an app's directory against the deploy gates, locally and offline: the manifest,
+    /// the bundle (pure Python, sizes) and that its entry point imports.
+    Validate(validate::ValidateArgs),
 }
 
 impl Cli {
@@ -32,6 +36,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Logs(args) => logs::run(&args),
+            Command::Validate(args) => validate::run(&args),
         }
     }
 }

@@ -150,5 +150,6 @@ def test_it_refuses_to_start_without_its_secret(
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
+    assert "needs configuration" in result.stderr
     assert "secrets file /nonexistent/secrets.toml" in result.stderr

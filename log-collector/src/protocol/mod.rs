@@ -1,10 +1,11 @@
 //! The wire formats, as pure code (no tokio, no sockets): framing of TCP byte streams
 //! ([`framing`]), syslog messages ([`syslog`]), JSON-lines events ([`json`]), the credentials
-//! each form can carry, and the [`Event`] every source produces.
+//! each form can carry, OTLP log records ([`otlp`]), and the [`Event`] every source produces.
 
 pub mod framing;
 pub mod invariants;
 pub mod json;
+pub mod otlp;
 pub mod syslog;
 pub mod time;
 
@@ -97,6 +98,8 @@ pub enum Source {
     SyslogTcp,
     /// Syslog over UDP.
     SyslogUdp,
+    /// OTLP logs over gRPC.
+    Otlp,
 }
 
 impl Source {
@@ -106,6 +109,7 @@ impl Source {
             Source::Json => "json",
             Source::SyslogTcp => "syslog-tcp",
             Source::SyslogUdp => "syslog-udp",
+            Source::Otlp => "otlp",
         }
     }
 }

@@ -12,7 +12,7 @@ pub fn write(s: &Shared, out: &mut String) {
     let c = &s.counters;
     let st = &s.store.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let globals: [(&str, &str, u64); 15] = [
+    let globals: [(&str, &str, u64); 17] = [
         (
             "log_forward_loki_events_total",
             "Events pushed to Loki (2xx answers).",
@@ -52,6 +52,16 @@ pub fn write(s: &Shared, out: &mut String) {
             "log_invalid_syslog_total",
             "Syslog messages refused as unparsable.",
             load(&c.invalid_syslog),
+        ),
+        (
+            "log_otlp_requests_total",
+            "OTLP Export requests received.",
+            load(&c.otlp_requests),
+        ),
+        (
+            "log_otlp_invalid_requests_total",
+            "OTLP requests refused as malformed or over otlp_max_message_bytes.",
+            load(&c.otlp_invalid),
         ),
         (
             "log_udp_datagrams_total",
@@ -99,6 +109,7 @@ pub fn write(s: &Shared, out: &mut String) {
     );
     c.json_conns.write_metrics(&mut w, "log_json");
     c.syslog_conns.write_metrics(&mut w, "log_syslog");
+    c.otlp_conns.write_metrics(&mut w, "log_otlp");
     let stats: Vec<_> = {
         let apps = s.apps.read();
         let mut v: Vec<_> = apps.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

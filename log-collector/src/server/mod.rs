@@ -1,10 +1,12 @@
 //! The server: binds every listener, shares the store, tenants, rate limits and counters
-//! with the per-source code ([`json`], [`syslog`], [`http`]), and runs until shutdown.
+//! with the per-source code ([`json`], [`syslog`], [`otlp`], [`http`]), and runs until
+//! shutdown.
 
 pub mod auth;
 mod http;
 mod json;
 mod metrics;
+mod otlp;
 mod syslog;
 
 use std::collections::HashMap;
@@ -56,6 +58,12 @@ pub struct Counters {
     pub json_conns: Arc<ConnCounters>,
     /// Syslog TCP connections.
     pub syslog_conns: Arc<ConnCounters>,
+    /// OTLP (HTTP/2) connections.
+    pub otlp_conns: Arc<ConnCounters>,
+    /// OTLP `Export` requests received.
+    pub otlp_requests: AtomicU64,
+    /// OTLP requests refused as malformed or over `otlp_max_message_bytes`.
+    pub otlp_invalid: AtomicU64,
     /// Events forwarded to NATS JetStream (acknowledged by it).
     pub forwarded: AtomicU64,
     /// Forwarding sessions interrupted by an error.
@@ -206,6 +214,7 @@ pub struct Bound {
     syslog_tcp: Option<TcpListener>,
     syslog_udp: Option<UdpSocket>,
     http: Option<TcpListener>,
+    otlp: Option<TcpListener>,
     admin: TcpListener,
 }
 
@@ -236,6 +245,7 @@ impl Bound {
             None => None,
         };
         let http = bind_tcp(&cfg.listen_http, "HTTP").await?;
+        let otlp = bind_tcp(&cfg.listen_otlp, "OTLP (gRPC)").await?;
         let admin = bind_tcp(&cfg.admin_listen, "admin")
             .await?
             .context("admin_listen must be set")?;
@@ -244,6 +254,7 @@ impl Bound {
             syslog_tcp,
             syslog_udp,
             http,
+            otlp,
             admin,
         })
     }
@@ -266,6 +277,7 @@ impl Bound {
             self.syslog_udp.as_ref().map(UdpSocket::local_addr),
         );
         add("http", self.http.as_ref().map(TcpListener::local_addr));
+        add("otlp", self.otlp.as_ref().map(TcpListener::local_addr));
         add("admin", Some(self.admin.local_addr()));
         out
     }
@@ -306,6 +318,21 @@ pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyho
     }
     if let Some(sock) = bound.syslog_udp {
         tasks.spawn(syslog::serve_udp(sock, shared.clone(), shutdown.signal()));
+    }
+    if let Some(l) = bound.otlp {
+        let service = otlp::OtlpService::new(shared.clone());
+        let counters = shared.counters.otlp_conns.clone();
+        let opts = ServeOptions {
+            max_connections: shared.cfg.otlp_max_connections,
+            ..opts.clone()
+        };
+        tasks.spawn(listener::serve(
+            l,
+            opts,
+            counters,
+            shutdown.signal(),
+            move |stream, peer, sig| otlp::serve_conn(stream, peer, service.clone(), sig),
+        ));
     }
     if let Some(l) = bound.http {
         let s = shared.clone();

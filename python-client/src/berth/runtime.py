@@ -39,6 +39,7 @@ __all__ = [
     "check",
     "load",
     "main",
+    "mounted",
     "prepare",
     "restrict_file_writes",
     "restrict_log_handlers",
@@ -223,19 +224,38 @@ def prepare(entry: str, *, log: bool = True) -> WSGIApp:
     return load(entry)
 
 
+def mounted(app: WSGIApp) -> WSGIApp:
+    """`app`, seeing the path prefix berth-router mounted it under as `SCRIPT_NAME`.
+
+    The router strips a route's prefix from the path and names it in `X-Berth-Script-Name`;
+    only the router reaches an app's processes, so the header is trusted, and removed.
+    """
+
+    def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        prefix = environ.pop("HTTP_X_BERTH_SCRIPT_NAME", None)
+        if prefix and prefix.startswith("/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix.rstrip("/")
+        return app(environ, start_response)
+
+    return call
+
+
 def _worker_loader(entry: str) -> WSGIApp:
     # Granian calls this in each worker process (module level so it can be pickled).
-    return prepare(entry)
+    return mounted(prepare(entry))
 
 
 def check(entry: str) -> str | None:
     """Imports `entry` without restrictions or logging; None when it is a WSGI callable,
-    else why not (the deployer's import gate runs this in its sandbox)."""
+    else why not (the deployer's import gate runs this in its sandbox). A `ConfigError`
+    propagates: the app imports but needs configuration it was not given."""
     app_dir = os.getcwd()
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     try:
         load(entry)
+    except config.ConfigError:
+        raise
     except Exception as e:  # any failure to import is the app's error, reported as text
         return f"{type(e).__name__}: {e}"
     return None
@@ -328,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     entry = _entry_from(args.entry)
     if args.command == "check":
-        problem = check(entry)
+        try:
+            problem = check(entry)
+        except config.ConfigError as e:
+            print(f"berth.runtime: {entry}: needs configuration: {e}", file=sys.stderr)
+            return 2
         if problem is not None:
             print(f"berth.runtime: {entry}: {problem}", file=sys.stderr)
             return 1

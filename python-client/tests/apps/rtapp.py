@@ -44,6 +44,11 @@ ACTIONS: dict[str, Callable[[], object]] = {
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/where":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        script = environ.get("SCRIPT_NAME", "")
+        leaked = "HTTP_X_BERTH_SCRIPT_NAME" in environ
+        return [f"{script}|{environ['PATH_INFO']}|{leaked}".encode()]
     action = ACTIONS.get(environ["PATH_INFO"])
     if action is None:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
