@@ -9,7 +9,7 @@ use berth_common::config::{ByteSize, ConfigError, HumanDuration};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreConfig;
+use crate::store::{Backend, StoreConfig};
 
 /// The blob server's settings. Every field has a default; a config file names only what it
 /// changes. Unknown keys are refused.
@@ -79,6 +79,146 @@ pub struct Config {
     pub verbosity: u8,
     /// Log as JSON lines.
     pub log_json: bool,
+    /// Where content bytes are stored (metadata always stays in `data_dir`).
+    pub storage: StorageConfig,
+}
+
+/// Which storage holds new content.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Volume files and content files in `data_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (a blob-server built with the cargo feature `s3`).
+    S3,
+}
+
+/// The `[storage]` table: the content backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// "local" (the data directory) or "s3" (an S3-compatible bucket; content already stored
+    /// locally is still served from the data directory).
+    pub backend: BackendKind,
+    /// Bucket name (backend "s3"); the bucket must exist.
+    pub bucket: String,
+    /// URL of an S3-compatible server (MinIO, Garage, Ceph RGW, moto); empty for AWS S3.
+    pub endpoint: String,
+    /// Region the requests are signed for.
+    pub region: String,
+    /// Prefix of every key this server writes ("" or ending in "/"); one server per prefix.
+    pub prefix: String,
+    /// TOML file with `access_key_id` and `secret_access_key`, readable by the server only.
+    /// Without it they come from the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). Never logged or printed.
+    pub credentials_file: Option<PathBuf>,
+    /// Allow a plain `http://` endpoint (local testing only).
+    pub allow_http: bool,
+    /// Address the bucket as `bucket.host` instead of `host/bucket`.
+    pub virtual_hosted_style: bool,
+    /// Upload part size (at least 5MiB); objects below it are sent as one PUT.
+    pub part_size: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: BackendKind::Local,
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            credentials_file: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+            part_size: ByteSize(8 << 20),
+        }
+    }
+}
+
+/// The credentials file of the S3 backend.
+#[cfg(feature = "s3")]
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl StorageConfig {
+    /// Refuses settings that cannot work, saying what to change.
+    fn validate(&self, max_object: u64) -> Result<(), String> {
+        if self.backend == BackendKind::Local {
+            return Ok(());
+        }
+        if !cfg!(feature = "s3") {
+            return Err(
+                "[storage] backend = \"s3\" needs a blob-server built with S3 support: \
+                 cargo build --release -p blob-server --features s3"
+                    .into(),
+            );
+        }
+        if self.bucket.is_empty() {
+            return Err("[storage] bucket must name the bucket (backend \"s3\")".into());
+        }
+        if self.prefix.starts_with('/') || !(self.prefix.is_empty() || self.prefix.ends_with('/')) {
+            return Err(
+                "[storage] prefix must be empty or end with \"/\" (and not start with it)".into(),
+            );
+        }
+        const MIN_PART: u64 = 5 << 20;
+        if self.part_size.0 < MIN_PART || self.part_size.0 > (5 << 30) {
+            return Err("[storage] part_size must be between 5MiB and 5GiB".into());
+        }
+        // Framing adds 4 bytes per chunk; S3 takes at most 10000 parts.
+        if max_object.saturating_add(max_object / 64 + 64) / self.part_size.0 >= 10_000 {
+            return Err(format!(
+                "[storage] part_size must be larger: objects of max_object_size need over 10000 parts of {} bytes",
+                self.part_size.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store's backend, with the credentials read from their file.
+    pub fn backend(&self) -> Result<Backend, String> {
+        match self.backend {
+            BackendKind::Local => Ok(Backend::Local),
+            #[cfg(feature = "s3")]
+            BackendKind::S3 => {
+                let creds: Credentials = match &self.credentials_file {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).map_err(|e| {
+                            format!("[storage] credentials_file {}: {e}", path.display())
+                        })?;
+                        // The parser's message could quote the secret: not shown.
+                        berth_common::config::from_toml_str(&text, "credentials").map_err(|_| {
+                            format!(
+                                "[storage] credentials_file {}: expected TOML with only \
+                                 access_key_id and secret_access_key",
+                                path.display()
+                            )
+                        })?
+                    }
+                    None => Credentials::default(),
+                };
+                Ok(Backend::S3(crate::store::S3Config {
+                    bucket: self.bucket.clone(),
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                    prefix: self.prefix.clone(),
+                    access_key_id: creds.access_key_id,
+                    secret_access_key: creds.secret_access_key,
+                    allow_http: self.allow_http,
+                    virtual_hosted_style: self.virtual_hosted_style,
+                    part_size: self.part_size.0,
+                }))
+            }
+            #[cfg(not(feature = "s3"))]
+            BackendKind::S3 => Err("this blob-server was built without S3 support".into()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -112,6 +252,7 @@ impl Default for Config {
             threads: 0,
             verbosity: 1,
             log_json: false,
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -146,6 +287,7 @@ impl Config {
         if self.chunk_size.0 == 0 || self.chunk_size.0 > (64 << 20) {
             return Err("chunk_size must be between 1 byte and 64MiB".into());
         }
+        self.storage.validate(self.max_object_size.0)?;
         self.store_config().validate().map_err(|e| e.to_string())
     }
 
@@ -275,5 +417,24 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().contains("max_list_page"));
+    }
+
+    #[test]
+    fn s3_storage_is_checked() {
+        let mut c: Config = berth_common::config::from_toml_str(
+            "[storage]\nbackend = \"s3\"\nbucket = \"b\"\nprefix = \"p\"\n",
+            "t",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        if cfg!(feature = "s3") {
+            assert!(e.contains("prefix"), "{e}");
+            c.storage.prefix = "p/".into();
+            c.validate().unwrap();
+            c.storage.part_size = ByteSize(1 << 20);
+            assert!(c.validate().unwrap_err().contains("part_size"));
+        } else {
+            assert!(e.contains("--features s3"), "{e}");
+        }
     }
 }

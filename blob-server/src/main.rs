@@ -19,7 +19,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = cfg.validate() {
+    if let Err(e) = cfg
+        .validate()
+        .and_then(|()| cfg.storage.backend().map(drop))
+    {
         eprintln!("blob-server: invalid configuration: {e}");
         return ExitCode::from(2);
     }

@@ -62,8 +62,9 @@ pub async fn run(
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let store_cfg = cfg.store_config();
+    let backend = cfg.storage.backend().map_err(anyhow::Error::msg)?;
     let dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_cfg))
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, store_cfg, backend))
         .await?
         .with_context(|| format!("cannot open the data directory {}", cfg.data_dir.display()))?;
     let signer = Signer::load_or_create(&cfg.signing_key_path()).with_context(|| {
@@ -349,6 +350,8 @@ async fn compact_loop(
 ) {
     every("compaction", interval, shutdown, move |stop| {
         let report = api.store.compact(dead_ratio, stop)?;
+        // With a bucket: objects of uploads cut off before their commit, failed deletes.
+        api.store.sweep_backend()?;
         let c = &api.counters;
         c.compact_volumes
             .fetch_add(u64::from(report.volumes), Ordering::Relaxed);

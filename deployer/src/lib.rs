@@ -4,5 +4,6 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod daemon;
 pub mod http;
 pub mod manifest;

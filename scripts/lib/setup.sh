@@ -8,6 +8,10 @@
 # shellcheck shell=bash
 
 PYTHON="${PYTHON:-python3.11}"
+# Optional cargo features every build of scripts/run and scripts/test enables (the blob
+# server's S3 backend, which the tests exercise against moto): one feature set, so the two
+# scripts share one build instead of rebuilding each other's.
+CARGO_FEATURES=(--features blob-server/s3)
 
 setup_die() {
     printf '%s: %s\n' "$(basename "$0")" "$*" >&2

@@ -81,6 +81,8 @@ def toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. storage = { backend = "s3", ... }
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
     return json.dumps(str(v))  # a TOML basic string is a JSON string for our values
 
 

@@ -142,6 +142,14 @@ impl From<StoreError> for ApiError {
                     "the stored data failed its checksum; it was not sent",
                 )
             }
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "storage backend failed");
+                ApiError::new(
+                    503,
+                    "unavailable",
+                    "the storage backend is unavailable; nothing was stored; try again",
+                )
+            }
             StoreError::Closed => {
                 ApiError::new(503, "unavailable", "the server is shutting down")
             }

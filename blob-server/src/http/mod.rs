@@ -411,7 +411,8 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 /// A body streaming `reader`: the first piece was read (and verified) before the headers went
-/// out; each further one is read and verified on the blocking pool just before it is sent. A
+/// out; each further one is read and verified just before it is sent (in place, see
+/// [`crate::store::quick`], or awaited from the bucket). A
 /// piece that fails its checksum ends the response early, so the client sees a short body,
 /// never wrong bytes.
 fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Body {
@@ -427,8 +428,8 @@ fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Bo
     let rest = futures_util::stream::unfold(Some(reader), move |state| {
         let api = api.clone();
         async move {
-            let mut r = state?;
-            match quick(move || r.next_chunk().map(|c| (r, c))).await {
+            let mut r: BlobReader = state?;
+            match r.next_piece().await.map(|c| (r, c)) {
                 Ok((r, Some(chunk))) => {
                     api.counters
                         .bytes_out
@@ -450,9 +451,8 @@ fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Bo
 /// Reads the first piece of `reader` (verifying it).
 async fn first_piece(reader: BlobReader) -> Result<(Option<Vec<u8>>, BlobReader), ApiError> {
     let mut r = reader;
-    quick(move || r.next_chunk().map(|c| (c, r)))
-        .await
-        .map_err(ApiError::from)
+    let c = r.next_piece().await?;
+    Ok((c, r))
 }
 
 /// Short blocking store work, run in place (see [`crate::store::quick`]).

@@ -62,12 +62,7 @@ impl ChunkWriter {
             .open(&path)?;
         let guard = TempFile { path, armed: true };
         let mut out = BufWriter::with_capacity(256 * 1024, file);
-        let mut header = Vec::with_capacity(HEADER_LEN as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&chunk_size.to_le_bytes());
-        header.extend_from_slice(&[0u8; 8]);
-        out.write_all(&header)?;
+        out.write_all(&header(chunk_size))?;
         Ok(ChunkWriter {
             guard,
             out,
@@ -106,6 +101,15 @@ impl ChunkWriter {
         file.sync_all()?;
         Ok(self.guard)
     }
+}
+
+/// The header of a content file with chunks of `chunk_size` bytes.
+pub(crate) fn header(chunk_size: u32) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&chunk_size.to_le_bytes());
+    h
 }
 
 /// Length on disk of a content file holding `size` bytes.

@@ -4,7 +4,7 @@
 //! each writer (group commit). Serialising here also makes dedup and garbage collection
 //! race-free: whether content exists is decided inside the transaction that references it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,9 @@ pub(crate) enum Staged {
     Volume { number: u32, offset: u64 },
     /// A complete, fsynced temp file.
     Temp(TempFile),
+    /// A complete object in the bucket.
+    #[cfg(feature = "s3")]
+    Remote(crate::store::remote::RemoteObject),
 }
 
 /// What new content becomes: a blob the app holds directly, or a named object.
@@ -128,6 +131,9 @@ pub(crate) struct Committer {
     pub max_batch: usize,
     /// Batches committed so far (each one fsync of the metadata).
     pub batches: Arc<AtomicU64>,
+    /// The bucket new content goes to, if any.
+    #[cfg(feature = "s3")]
+    pub remote: Option<Arc<crate::store::remote::Remote>>,
 }
 
 /// Per-batch bookkeeping of effects that happen around the transaction.
@@ -135,8 +141,17 @@ pub(crate) struct Committer {
 struct Effects {
     /// Shard directories that got a new entry and need an fsync before the commit.
     dirs: BTreeSet<PathBuf>,
-    /// Content files whose last reference went: unlinked after the commit.
-    unlink: HashMap<ContentId, PathBuf>,
+    /// Stored content whose last reference went (or that was replaced): removed after the
+    /// commit.
+    unlink: Vec<(ContentId, Location)>,
+}
+
+impl Effects {
+    /// `id` was (re)installed as a content file: its path must stay.
+    fn keep_file(&mut self, id: &ContentId) {
+        self.unlink
+            .retain(|(i, l)| !(i == id && *l == Location::File));
+    }
 }
 
 struct Done {
@@ -238,10 +253,22 @@ impl Committer {
             }
             return;
         }
-        // Space is reclaimed before anyone is answered, so a returned delete has freed it.
-        for (id, path) in effects.unlink {
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(%id, error = %e, "could not remove collected content file");
+        // Space is reclaimed before anyone is answered, so a returned delete has freed it
+        // (a bucket's objects are deleted in the background).
+        for (id, location) in effects.unlink {
+            match location {
+                Location::File => {
+                    if let Err(e) = fs::remove_file(self.paths.content(&id)) {
+                        tracing::warn!(%id, error = %e, "could not remove collected content file");
+                    }
+                }
+                #[cfg(feature = "s3")]
+                Location::Remote { nonce, .. } => {
+                    if let Some(r) = &self.remote {
+                        r.delete(nonce);
+                    }
+                }
+                _ => {}
             }
         }
         for Done {
@@ -323,14 +350,15 @@ impl Committer {
                 return Err(e);
             }
             // Content removed and re-installed as a file in this batch must stay.
-            effects.unlink.retain(|id, _| {
-                !matches!(
-                    meta::get_content(&tx.content, id),
-                    Ok(Some(ContentMeta {
-                        location: Location::File,
-                        ..
-                    }))
-                )
+            effects.unlink.retain(|(id, l)| {
+                *l != Location::File
+                    || !matches!(
+                        meta::get_content(&tx.content, id),
+                        Ok(Some(ContentMeta {
+                            location: Location::File,
+                            ..
+                        }))
+                    )
             });
         }
         for dir in &effects.dirs {
@@ -399,8 +427,17 @@ impl Committer {
                             if let Err(e) = self.install(&id, temp, effects) {
                                 return Ok((Err(e), Some(reservation)));
                             }
-                            effects.unlink.remove(&id);
+                            effects.keep_file(&id);
                             Location::File
+                        }
+                        #[cfg(feature = "s3")]
+                        Staged::Remote(object) => {
+                            let location = Location::Remote {
+                                nonce: object.nonce(),
+                                chunk_size: object.chunk_size(),
+                            };
+                            object.keep();
+                            location
                         }
                     };
                     new = Some(ContentMeta {
@@ -420,7 +457,9 @@ impl Committer {
                     }
                 }
                 // Existing content: a volume record becomes dead space, a temp file is
-                // removed by its guard when `staged` drops here.
+                // removed by its guard when `staged` drops here (a bucket object's guard
+                // deletes it in the background, so the answer comes no later than for new
+                // content).
                 let (reply, delta) = match target {
                     Target::Blob => {
                         let charged = tx.add_hold(&app, &id, Hold::Direct, new)?;
@@ -536,20 +575,30 @@ impl Committer {
         staged: Staged,
         effects: &mut Effects,
     ) -> Result<()> {
-        let was_file = old.location == Location::File;
+        let previous = old.location;
         old.location = match staged {
-            Staged::Volume { number, offset } => {
-                if was_file {
-                    effects.unlink.insert(*id, self.paths.content(id));
-                }
-                Location::Volume { number, offset }
-            }
+            Staged::Volume { number, offset } => Location::Volume { number, offset },
             Staged::Temp(temp) => {
                 self.install(id, temp, effects)?;
-                effects.unlink.remove(id);
                 Location::File
             }
+            #[cfg(feature = "s3")]
+            Staged::Remote(object) => {
+                let location = Location::Remote {
+                    nonce: object.nonce(),
+                    chunk_size: object.chunk_size(),
+                };
+                object.keep();
+                location
+            }
         };
+        // The rotten copy goes, unless the new one took its place (same content path).
+        if !matches!(previous, Location::Volume { .. }) && previous != old.location {
+            effects.unlink.push((*id, previous));
+        }
+        if old.location == Location::File {
+            effects.keep_file(id);
+        }
         tx.content
             .insert(id.0.as_slice(), old.encode().as_slice())
             .map_err(meta_err)?;
@@ -575,14 +624,11 @@ impl Committer {
     }
 
     fn collect(&self, id: &ContentId, garbage: Option<ContentMeta>, effects: &mut Effects) {
-        if let Some(ContentMeta {
-            location: Location::File,
-            ..
-        }) = garbage
-        {
-            effects.unlink.insert(*id, self.paths.content(id));
+        match garbage.map(|g| g.location) {
+            // A volume record just becomes dead space, given back by compaction.
+            None | Some(Location::Volume { .. }) => {}
+            Some(location) => effects.unlink.push((*id, location)),
         }
-        // A volume record just becomes dead space; compaction is future work.
     }
 
     /// Renames a finished temp file to its content path; the directory is fsynced before the

@@ -60,6 +60,10 @@ pub enum Error {
     /// The disk (or the file system's quota) is full: nothing of the change was kept.
     #[error("no space left on the storage device")]
     DiskFull,
+    /// The storage backend (the S3-compatible bucket) failed or could not be reached;
+    /// nothing of the change was kept.
+    #[error("storage backend error: {0}")]
+    Backend(String),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

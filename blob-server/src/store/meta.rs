@@ -30,6 +30,10 @@ pub(crate) enum Location {
     Volume { number: u32, offset: u64 },
     /// Its own content file, named by the id.
     File,
+    /// An object of the S3-compatible backend, `<prefix>data/<nonce as 16 hex digits>`, in
+    /// the content-file format with chunks of `chunk_size` bytes (kept here so a range read
+    /// needs no extra request for the header).
+    Remote { nonce: u64, chunk_size: u32 },
 }
 
 /// One piece of stored content, shared by every app that holds it.
@@ -50,6 +54,7 @@ impl ContentMeta {
         match self.location {
             Location::Volume { number, offset } => e.u8(1).u32(number).u64(offset).0,
             Location::File => e.u8(2).0,
+            Location::Remote { nonce, chunk_size } => e.u8(3).u64(nonce).u32(chunk_size).0,
         }
     }
 
@@ -64,6 +69,10 @@ impl ContentMeta {
                 offset: d.u64()?,
             },
             2 => Location::File,
+            3 => Location::Remote {
+                nonce: d.u64()?,
+                chunk_size: d.u32()?,
+            },
             t => return Err(Error::Corrupt(format!("unknown location tag {t}"))),
         };
         Ok(ContentMeta {
@@ -482,6 +491,10 @@ mod tests {
             Location::Volume {
                 number: 3,
                 offset: 99,
+            },
+            Location::Remote {
+                nonce: u64::MAX - 1,
+                chunk_size: 1 << 18,
             },
         ] {
             let c = ContentMeta {

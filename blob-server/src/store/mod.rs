@@ -5,6 +5,9 @@
 //! `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
 //! [`chunked`]), `tmp/` (writes in progress). Writers stream on the caller's thread; every
 //! metadata change goes through one committer thread ([`commit`]) that group-commits.
+//!
+//! Where content bytes live is the [`Backend`]: this directory (the default), or, with the
+//! cargo feature `s3`, an S3-compatible bucket ([`remote`]) while metadata stays here.
 
 mod chunked;
 mod codec;
@@ -16,6 +19,8 @@ mod meta;
 mod metadb;
 mod quota;
 mod read;
+#[cfg(feature = "s3")]
+mod remote;
 mod scrub;
 mod volume;
 mod write;
@@ -43,6 +48,8 @@ pub use id::ContentId;
 pub use meta::ObjectInfo;
 pub use quota::Usage;
 pub use read::BlobReader;
+#[cfg(feature = "s3")]
+pub use remote::{S3Config, MAX_PARTS, MIN_PART_SIZE};
 pub use scrub::ScrubReport;
 pub use write::{BlobWriter, Condition, ObjectOptions};
 
@@ -112,6 +119,23 @@ impl Default for StoreConfig {
     }
 }
 
+/// Where the bytes of new content go. Metadata always stays in the data directory.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// Volume files and content files in the data directory.
+    #[default]
+    Local,
+    /// Objects in an S3-compatible bucket (content already stored locally is still read
+    /// from the data directory).
+    #[cfg(feature = "s3")]
+    S3(S3Config),
+}
+
+/// How long an unreferenced bucket object is left alone by the periodic sweep: an upload
+/// between its last byte and its commit looks unreferenced for a moment.
+#[cfg(feature = "s3")]
+const REMOTE_SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Paths inside the data directory.
 #[derive(Clone)]
 pub(crate) struct Paths {
@@ -161,6 +185,8 @@ pub(crate) struct Inner {
     committer: Mutex<Option<JoinHandle<()>>>,
     temp_counter: AtomicU64,
     batches: Arc<AtomicU64>,
+    #[cfg(feature = "s3")]
+    remote: Option<Arc<remote::Remote>>,
 }
 
 impl Inner {
@@ -196,7 +222,25 @@ impl Store {
     /// Opens (or creates) the store in `dir`, recovering from any crash: temp files are
     /// removed, torn volume tails truncated, content files nothing points at deleted.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        Store::open_with(dir, config, Backend::Local)
+    }
+
+    /// Opens (or creates) the store in `dir` with new content going to `backend`. With a
+    /// bucket, objects of it that no metadata points at are deleted (uploads cut off before
+    /// their commit).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        backend: Backend,
+    ) -> Result<Store> {
         config.validate()?;
+        #[cfg(feature = "s3")]
+        let remote = match &backend {
+            Backend::Local => None,
+            Backend::S3(cfg) => Some(remote::Remote::connect(cfg)?),
+        };
+        #[cfg(not(feature = "s3"))]
+        let Backend::Local = backend;
         let paths = Paths::new(dir.as_ref());
         fs::create_dir_all(&paths.root)?;
         check_format(&paths.root)?;
@@ -220,7 +264,23 @@ impl Store {
         txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
         txn.commit().map_err(meta_err)?;
 
-        let (used, ends, files) = scan_metadata(&*db.get()?)?;
+        let (used, ends, files, remote_nonces) = scan_metadata(&*db.get()?)?;
+        #[cfg(feature = "s3")]
+        let remote_in_use = remote.is_some();
+        #[cfg(not(feature = "s3"))]
+        let remote_in_use = false;
+        if !remote_in_use && !remote_nonces.is_empty() {
+            return Err(Error::Config(format!(
+                "{} keeps content in an S3 bucket: configure [storage] backend = \"s3\" \
+                 (in a blob-server built with the s3 feature)",
+                paths.root.display()
+            )));
+        }
+        #[cfg(feature = "s3")]
+        if let Some(r) = &remote {
+            let n = r.sweep(|| Ok(remote_nonces), std::time::Duration::ZERO)?;
+            tracing::info!(bucket = %r.describe, removed = n, "S3 backend ready");
+        }
         let volumes = Arc::new(Volumes::open(
             paths.volumes.clone(),
             config.volume_max,
@@ -238,6 +298,8 @@ impl Store {
             paths: paths.clone(),
             max_batch: config.max_batch.max(1),
             batches: batches.clone(),
+            #[cfg(feature = "s3")]
+            remote: remote.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("blob-committer".into())
@@ -253,6 +315,8 @@ impl Store {
                 committer: Mutex::new(Some(handle)),
                 temp_counter: AtomicU64::new(0),
                 batches,
+                #[cfg(feature = "s3")]
+                remote,
             }),
         })
     }
@@ -358,8 +422,12 @@ impl Store {
                 return Ok(w);
             }
             let full = buf.len() == cap;
-            // Hashing one chunk is sub-millisecond: done in place, not on another thread.
-            (w, buf) = quick(move || w.write(&buf).map(|()| (w, buf))).await?;
+            if w.is_remote() {
+                w.write_async(&buf).await?;
+            } else {
+                // Hashing one chunk is sub-millisecond: done in place, not on another thread.
+                (w, buf) = quick(move || w.write(&buf).map(|()| (w, buf))).await?;
+            }
             if !full {
                 return Ok(w);
             }
@@ -529,8 +597,37 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             },
+            #[cfg(feature = "s3")]
+            Location::Remote { nonce, chunk_size } => match &self.inner.remote {
+                Some(r) => Source::Remote(r.open(nonce, chunk_size, meta.size)),
+                None => {
+                    return Err(Error::Config(
+                        "content is in S3 but no bucket is configured".into(),
+                    ))
+                }
+            },
+            #[cfg(not(feature = "s3"))]
+            Location::Remote { .. } => {
+                return Err(Error::Config(
+                    "content is in S3 but this build has no S3 support".into(),
+                ))
+            }
         };
         BlobReader::new(source, meta.size, range.start, range.end)
+    }
+
+    /// With a bucket: deletes its objects that no metadata points at and that are older than
+    /// an hour (uploads cut off before their commit, deletes that failed). Returns how many.
+    pub fn sweep_backend(&self) -> Result<u64> {
+        #[cfg(feature = "s3")]
+        if let Some(r) = &self.inner.remote {
+            let referenced = || {
+                let r = self.inner.db.begin_read()?;
+                scan_metadata_remote(&r)
+            };
+            return r.sweep(referenced, REMOTE_SWEEP_GRACE);
+        }
+        Ok(0)
     }
 
     #[cfg(test)]
@@ -598,10 +695,15 @@ fn check_format(root: &Path) -> Result<()> {
     }
 }
 
-type Scan = (HashMap<String, u64>, HashMap<u32, u64>, HashSet<ContentId>);
+type Scan = (
+    HashMap<String, u64>,
+    HashMap<u32, u64>,
+    HashSet<ContentId>,
+    HashSet<u64>,
+);
 
 /// Reads what recovery needs: usage per app, the end of the last referenced record of each
-/// volume, and the set of content stored as files.
+/// volume, the set of content stored as files, and the bucket objects referenced.
 fn scan_metadata(db: &Database) -> Result<Scan> {
     let r = db.begin_read().map_err(meta_err)?;
     let mut used = HashMap::new();
@@ -616,6 +718,7 @@ fn scan_metadata(db: &Database) -> Result<Scan> {
     }
     let mut ends: HashMap<u32, u64> = HashMap::new();
     let mut files = HashSet::new();
+    let mut remote = HashSet::new();
     for item in r
         .open_table(meta::CONTENT)
         .map_err(meta_err)?
@@ -638,9 +741,30 @@ fn scan_metadata(db: &Database) -> Result<Scan> {
             Location::File => {
                 files.insert(id);
             }
+            Location::Remote { nonce, .. } => {
+                remote.insert(nonce);
+            }
         }
     }
-    Ok((used, ends, files))
+    Ok((used, ends, files, remote))
+}
+
+/// The bucket objects the metadata of snapshot `r` points at.
+#[cfg(feature = "s3")]
+fn scan_metadata_remote(r: &redb::ReadTransaction) -> Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    for item in r
+        .open_table(meta::CONTENT)
+        .map_err(meta_err)?
+        .iter()
+        .map_err(meta_err)?
+    {
+        let (_, v) = item.map_err(meta_err)?;
+        if let Location::Remote { nonce, .. } = ContentMeta::decode(v.value())?.location {
+            out.insert(nonce);
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes content files that no metadata points at: renamed in before a crash cut off

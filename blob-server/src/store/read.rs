@@ -11,6 +11,9 @@ pub(crate) enum Source {
     Small(Vec<u8>),
     /// A content file read one chunk at a time.
     File(ChunkFile),
+    /// An object in the bucket, streamed and checked one chunk at a time.
+    #[cfg(feature = "s3")]
+    Remote(crate::store::remote::RemoteFile),
 }
 
 /// Reads verified bytes of one object in `start..end`. Also implements [`io::Read`]
@@ -66,7 +69,48 @@ impl BlobReader {
     }
 
     /// The next verified piece (at most one chunk), or `None` at the end of the range.
+    /// Blocking: with a bucket this waits for the network (use [`BlobReader::next_piece`]
+    /// in async code).
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        #[cfg(feature = "s3")]
+        if let Source::Remote(_) = self.source {
+            return crate::store::remote::block_on(self.next_piece());
+        }
+        self.next_local()
+    }
+
+    /// [`BlobReader::next_chunk`] for async code: local content is read in place (see
+    /// [`crate::store::quick`]), a bucket's is awaited.
+    pub async fn next_piece(&mut self) -> Result<Option<Vec<u8>>> {
+        #[cfg(feature = "s3")]
+        if let Source::Remote(file) = &mut self.source {
+            if self.pos >= self.end {
+                return Ok(None);
+            }
+            let cs = file.chunk_size() as u64;
+            let index = self.pos / cs;
+            file.read_chunk(index, self.end, &mut self.buf).await?;
+            let out = self.take_piece(index * cs);
+            self.pos += out.len() as u64;
+            return Ok(Some(out));
+        }
+        self.next_local()
+    }
+
+    /// The part of the chunk in `self.buf` (starting at byte `chunk_start`) that lies in the
+    /// range ahead.
+    fn take_piece(&mut self, chunk_start: u64) -> Vec<u8> {
+        let from = (self.pos - chunk_start) as usize;
+        let to = ((self.end - chunk_start).min(self.buf.len() as u64)) as usize;
+        if from == 0 && to == self.buf.len() {
+            // The whole chunk: hand the buffer over instead of copying it.
+            std::mem::take(&mut self.buf)
+        } else {
+            self.buf[from..to].to_vec()
+        }
+    }
+
+    fn next_local(&mut self) -> Result<Option<Vec<u8>>> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -75,7 +119,7 @@ impl BlobReader {
                 // A small object read whole: hand it over.
                 match std::mem::replace(&mut self.source, Source::Small(Vec::new())) {
                     Source::Small(data) => data,
-                    Source::File(_) => unreachable!("matched Small above"),
+                    _ => unreachable!("matched Small above"),
                 }
             }
             Source::Small(data) => data[self.pos as usize..self.end as usize].to_vec(),
@@ -83,15 +127,10 @@ impl BlobReader {
                 let cs = file.chunk_size() as u64;
                 let index = self.pos / cs;
                 file.read_chunk(index, &mut self.buf)?;
-                let from = (self.pos - index * cs) as usize;
-                let to = ((self.end - index * cs).min(self.buf.len() as u64)) as usize;
-                if from == 0 && to == self.buf.len() {
-                    // The whole chunk: hand the buffer over instead of copying it.
-                    std::mem::take(&mut self.buf)
-                } else {
-                    self.buf[from..to].to_vec()
-                }
+                self.take_piece(index * cs)
             }
+            #[cfg(feature = "s3")]
+            Source::Remote(_) => unreachable!("bucket reads go through next_piece"),
         };
         self.pos += out.len() as u64;
         Ok(Some(out))

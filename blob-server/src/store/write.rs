@@ -1,7 +1,8 @@
 //! Streaming writes: bytes are hashed (SHA-256, SHA-NI accelerated by `sha2`) and charged to
 //! the app's quota as they arrive. Small objects are buffered (at most `small_max` bytes) and
 //! appended to a volume at the end; past that the writer spills to a chunked temp file, so
-//! memory stays bounded by one chunk whatever the object's size.
+//! memory stays bounded by one chunk whatever the object's size. With a bucket as the
+//! backend every object streams there instead (bounded by a few upload parts).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ impl Condition {
 enum Body {
     Small(Vec<u8>),
     Large(ChunkWriter),
+    #[cfg(feature = "s3")]
+    Remote(crate::store::remote::RemoteWriter),
 }
 
 /// An object being written. Feed it with [`BlobWriter::write`], then commit it with
@@ -108,24 +111,56 @@ impl BlobWriter {
     }
 
     /// Appends bytes. Fails with `TooLarge` or `QuotaExceeded` before storing anything more.
+    /// Blocking (disk or, with a bucket, network I/O).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        let config = &self.inner.config;
+        self.absorb(data)?;
+        #[cfg(feature = "s3")]
+        if let Body::Remote(w) = &mut self.body {
+            if w.part_ready() {
+                crate::store::remote::block_on(w.ship())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this writer streams to a bucket (then [`BlobWriter::write_async`] serves
+    /// async code better than `write`).
+    pub fn is_remote(&self) -> bool {
+        #[cfg(feature = "s3")]
+        return self.inner.remote.is_some();
+        #[cfg(not(feature = "s3"))]
+        false
+    }
+
+    /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on.
+    pub async fn write_async(&mut self, data: &[u8]) -> Result<()> {
+        self.absorb(data)?;
+        #[cfg(feature = "s3")]
+        if let Body::Remote(w) = &mut self.body {
+            w.ship().await?;
+        }
+        Ok(())
+    }
+
+    /// Checks limits, charges the quota, hashes and stores or buffers `data`; with a bucket,
+    /// a full part is left for the caller to send.
+    fn absorb(&mut self, data: &[u8]) -> Result<()> {
         let new_size = self.size + data.len() as u64;
         if new_size > self.limit {
             return Err(Error::TooLarge { limit: self.limit });
         }
         self.reservation.grow(data.len() as u64)?;
         self.hasher.update(data);
-        if let Body::Small(buf) = &mut self.body {
-            if new_size > config.small_max {
-                let mut w = ChunkWriter::create(self.inner.temp_path(), config.chunk_size)?;
-                w.write(buf)?;
-                self.body = Body::Large(w);
+        if let Body::Small(buf) = &self.body {
+            if let Some(body) = spill(&self.inner, buf, new_size)? {
+                self.body = body;
             }
         }
         match &mut self.body {
             Body::Small(buf) => buf.extend_from_slice(data),
             Body::Large(w) => w.write(data)?,
+            #[cfg(feature = "s3")]
+            Body::Remote(w) => w.push(data),
         }
         self.size = new_size;
         Ok(())
@@ -174,6 +209,14 @@ impl BlobWriter {
 
     async fn commit(self, target: Target) -> Result<Reply> {
         let inner = self.inner.clone();
+        #[cfg(feature = "s3")]
+        let op = if self.is_remote() {
+            let (w, staged) = self.stage_remote().await?;
+            w.op(staged, target)
+        } else {
+            crate::store::quick(move || self.prepare(target)).await?
+        };
+        #[cfg(not(feature = "s3"))]
         let op = crate::store::quick(move || self.prepare(target)).await?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         inner.send(Request {
@@ -189,25 +232,69 @@ impl BlobWriter {
         inner.submit(op)
     }
 
-    /// Finishes the bytes (hash, volume append or temp-file fsync) and builds the commit op.
-    fn prepare(self, target: Target) -> Result<Op> {
-        let id = ContentId(self.hasher.finalize().into());
-        let staged = match self.body {
+    /// Finishes the bytes (hash, volume append or temp-file fsync, or the bucket upload)
+    /// and builds the commit op. Blocking.
+    fn prepare(mut self, target: Target) -> Result<Op> {
+        #[cfg(feature = "s3")]
+        if self.is_remote() {
+            let (w, staged) = crate::store::remote::block_on(self.stage_remote())?;
+            return Ok(w.op(staged, target));
+        }
+        let id = self.content_id();
+        let staged = match std::mem::replace(&mut self.body, Body::Small(Vec::new())) {
             Body::Small(buf) => {
                 let (number, offset) = self.inner.volumes.append(&id, &buf)?;
                 Staged::Volume { number, offset }
             }
             Body::Large(w) => Staged::Temp(w.finish()?),
+            #[cfg(feature = "s3")]
+            Body::Remote(_) => unreachable!("remote writers are staged above"),
         };
-        Ok(Op::Store {
+        Ok(self.op(staged, target))
+    }
+
+    /// Completes the bucket upload (an empty object too: every content is in the bucket).
+    #[cfg(feature = "s3")]
+    async fn stage_remote(mut self) -> Result<(Self, Staged)> {
+        let w = match std::mem::replace(&mut self.body, Body::Small(Vec::new())) {
+            Body::Remote(w) => w,
+            _ => match &self.inner.remote {
+                Some(r) => r.writer(self.inner.config.chunk_size),
+                None => return Err(Error::Config("no bucket configured".into())),
+            },
+        };
+        let object = w.finish().await?;
+        Ok((self, Staged::Remote(object)))
+    }
+
+    /// The commit op for the bytes written, staged as `staged`.
+    fn op(self, staged: Staged, target: Target) -> Op {
+        Op::Store {
+            id: self.content_id(),
             app: self.app,
-            id,
             size: self.size,
             staged,
             reservation: self.reservation,
             target,
-        })
+        }
     }
+}
+
+/// Where the bytes buffered so far (`buf`) move once the object reaches `new_size` bytes:
+/// a chunked temp file past `small_max`, or the bucket (for every byte, no local volumes).
+fn spill(inner: &Inner, buf: &[u8], new_size: u64) -> Result<Option<Body>> {
+    #[cfg(feature = "s3")]
+    if let Some(remote) = &inner.remote {
+        let mut w = remote.writer(inner.config.chunk_size);
+        w.push(buf);
+        return Ok(Some(Body::Remote(w)));
+    }
+    if new_size > inner.config.small_max {
+        let mut w = ChunkWriter::create(inner.temp_path(), inner.config.chunk_size)?;
+        w.write(buf)?;
+        return Ok(Some(Body::Large(w)));
+    }
+    Ok(None)
 }
 
 /// What committing as the named object `bucket/key` means, once the names are checked.
