@@ -25,6 +25,11 @@ pub struct Config {
     /// Tenants file (TOML `[[app]]` tables); reloaded on SIGHUP. Without it the server serves
     /// one anonymous namespace (local development) and takes no credentials.
     pub tenants: Option<PathBuf>,
+    /// berthd's control API to follow for tenants instead of a file; the last state is kept
+    /// in the data directory (`registry-tenants.toml`).
+    pub registry: Option<String>,
+    /// File holding the berthd service token for `registry`.
+    pub registry_token_file: Option<PathBuf>,
     /// SHA-256 hashes (hex) of operator tokens: they see every app's `/stats`, reach
     /// `/metrics`, and act for an app named in `X-Berth-App`.
     pub operator_tokens: Vec<String>,
@@ -229,6 +234,8 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9298".parse().expect("valid address"),
             data_dir: PathBuf::from("/var/lib/berth/blob-server"),
             tenants: None,
+            registry: None,
+            registry_token_file: None,
             operator_tokens: Vec::new(),
             signing_key_file: None,
             max_connections: 1024,
@@ -258,6 +265,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where tenants come from: the tenants file, berthd's registry, or none.
+    pub fn tenants_source(
+        &self,
+    ) -> Result<Option<berth_common::tenants::registry::TenantsSource>, String> {
+        berth_common::tenants::registry::TenantsSource::from_flags(
+            self.tenants.as_deref(),
+            self.registry.as_deref(),
+            self.registry_token_file.as_deref(),
+            Some(self.data_dir.join("registry-tenants.toml")),
+        )
+    }
+
     /// The storage engine's settings.
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
@@ -322,6 +341,12 @@ pub struct Cli {
     /// Tenants file (TOML); without it, one anonymous namespace.
     #[arg(long, value_name = "FILE")]
     pub tenants: Option<PathBuf>,
+    /// Follow berthd's registry for tenants (e.g. http://127.0.0.1:7100) instead of a file.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// File holding the berthd service token for --registry.
+    #[arg(long = "registry-token", value_name = "FILE")]
+    pub registry_token_file: Option<PathBuf>,
     /// Largest object, e.g. 5GiB.
     #[arg(long, value_name = "SIZE")]
     pub max_object_size: Option<ByteSize>,
@@ -360,6 +385,12 @@ impl Cli {
         }
         if let Some(v) = self.tenants {
             c.tenants = Some(v);
+        }
+        if let Some(v) = self.registry {
+            c.registry = Some(v);
+        }
+        if let Some(v) = self.registry_token_file {
+            c.registry_token_file = Some(v);
         }
         if let Some(v) = self.max_object_size {
             c.max_object_size = v;

@@ -38,10 +38,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let tenants = match cfg.tenants.as_deref().map(TenantSet::load).transpose() {
+    let tenants = match cfg
+        .tenants_source()
+        .and_then(|s| s.map(|s| s.load().map(|(set, _)| set)).transpose())
+    {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("blob-server: tenants file: {e}");
+            eprintln!("blob-server: {e}");
             return ExitCode::from(2);
         }
     };

@@ -111,14 +111,9 @@ pub async fn run(
         }
     });
 
-    if let (Some(handle), Some(path)) = (handle, cfg.tenants.clone()) {
+    if let (Some(handle), Ok(Some(source))) = (handle, cfg.tenants_source()) {
         let mut rx = handle.subscribe();
-        let reload = berth_common::tenants::reload_on_sighup(
-            handle.clone(),
-            path,
-            |_set: &TenantSet| Ok(()),
-            shutdown.signal(),
-        );
+        let reload = source.watch(handle.clone(), |_set: &TenantSet| Ok(()), shutdown.signal());
         tasks.spawn(async move {
             let _ = reload.await;
         });

@@ -51,6 +51,13 @@ pub struct Config {
     /// Tenants file (`--tenants`, TOML) or memcached auth file (`-Y`, `name:token` lines).
     /// Without one the server serves a single anonymous namespace, like memcached.
     pub tenants: Option<PathBuf>,
+    /// berthd's control API to follow for tenants instead of a file (`--registry`).
+    pub registry: Option<String>,
+    /// File holding the berthd service token for `registry` (`--registry-token`).
+    pub registry_token_file: Option<PathBuf>,
+    /// Where the registry's last state is kept, so a restart while berthd is away still
+    /// serves the apps it knew (`--registry-state`); none: a restart waits for berthd.
+    pub registry_state: Option<PathBuf>,
     /// SHA-256 hashes (hex) of the operator tokens accepted for `_operator` logins and the
     /// admin endpoint's `/metrics`.
     pub operator_tokens: Vec<String>,
@@ -86,6 +93,9 @@ impl Default for Config {
             idle_timeout: HumanDuration(Duration::ZERO),
             drain_timeout: HumanDuration(Duration::from_secs(5)),
             tenants: None,
+            registry: None,
+            registry_token_file: None,
+            registry_state: None,
             operator_tokens: Vec::new(),
             store_shards: 16,
             verbosity: 0,
@@ -168,6 +178,15 @@ pub struct Cli {
     /// Berth tenants file (TOML, see ARCHITECTURE.md); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tenants: Option<PathBuf>,
+    /// Follow berthd's registry for tenants (e.g. http://127.0.0.1:7100) instead of a file.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// File holding the berthd service token for --registry.
+    #[arg(long = "registry-token", value_name = "FILE")]
+    pub registry_token_file: Option<PathBuf>,
+    /// Where to keep the registry's last state (the cache server has no data directory).
+    #[arg(long = "registry-state", value_name = "FILE")]
+    pub registry_state: Option<PathBuf>,
     /// Drop privileges to this user after binding.
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
@@ -266,6 +285,12 @@ impl Cli {
             ));
         }
         set(&mut cfg.tenants, self.auth_file.or(self.tenants).map(Some));
+        set(&mut cfg.registry, self.registry.map(Some));
+        set(
+            &mut cfg.registry_token_file,
+            self.registry_token_file.map(Some),
+        );
+        set(&mut cfg.registry_state, self.registry_state.map(Some));
         set(&mut cfg.user, self.user.map(Some));
         set(&mut cfg.pidfile, self.pidfile.map(Some));
         cfg.verbosity = cfg.verbosity.max(self.verbose);
@@ -368,6 +393,19 @@ impl Config {
     /// The tenants file, if any.
     pub fn tenants_path(&self) -> Option<&Path> {
         self.tenants.as_deref()
+    }
+
+    /// Where tenants come from: the tenants file (or `-Y` auth file), berthd's registry, or
+    /// none (one anonymous namespace).
+    pub fn tenants_source(
+        &self,
+    ) -> Result<Option<berth_common::tenants::registry::TenantsSource>, String> {
+        berth_common::tenants::registry::TenantsSource::from_flags(
+            self.tenants.as_deref(),
+            self.registry.as_deref(),
+            self.registry_token_file.as_deref(),
+            self.registry_state.clone(),
+        )
     }
 }
 

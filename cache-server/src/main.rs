@@ -35,10 +35,14 @@ fn main() -> ExitCode {
             }
         }
     }
-    let tenants = match cfg.tenants_path().map(TenantSet::load).transpose() {
+    // A tenants file may also be a memcached auth file (-Y): TenantSet::load tells them apart.
+    let tenants = match cfg
+        .tenants_source()
+        .and_then(|s| s.map(|s| s.load().map(|(set, _)| set)).transpose())
+    {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("cache-server: tenants file: {e}");
+            eprintln!("cache-server: {e}");
             return ExitCode::from(2);
         }
     };

@@ -159,7 +159,8 @@ def parse_form(environ: dict[str, Any]) -> tuple[dict[str, str], dict[str, tuple
     raise HTTPError("415 Unsupported Media Type", "send the form as a browser does")
 
 
-def page(entries: list[dict[str, Any]], visits: int | None, notice: str = "") -> str:
+def page(entries: list[dict[str, Any]], visits: int | None, base: str = "") -> str:
+    """The page; `base` is where the app is mounted (SCRIPT_NAME, e.g. /guestbook)."""
     esc = html.escape
     items = []
     for e in entries:
@@ -177,8 +178,8 @@ def page(entries: list[dict[str, Any]], visits: int | None, notice: str = "") ->
     visits_text = f"<p><small>{visits} visits</small></p>" if visits is not None else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(TITLE)}</title></head>
-<body><h1>{esc(TITLE)}</h1>{f"<p class=notice>{esc(notice)}</p>" if notice else ""}
-<form method="post" action="/entries" enctype="multipart/form-data">
+<body><h1>{esc(TITLE)}</h1>
+<form method="post" action="{esc(base)}/entries" enctype="multipart/form-data">
 <p><input name="name" placeholder="Your name" maxlength="80" required></p>
 <p><textarea name="message" placeholder="Say hello" maxlength="2000" required></textarea></p>
 <p><input type="file" name="picture" accept="image/*"> <button>Sign</button></p>
@@ -199,7 +200,8 @@ def respond(
 
 def home(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
     visits = cache.incr("visits", initial_value=1)
-    return respond(start_response, "200 OK", page(load_entries(), visits))
+    base = environ.get("SCRIPT_NAME", "")
+    return respond(start_response, "200 OK", page(load_entries(), visits, base))
 
 
 def create(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -210,7 +212,10 @@ def create(environ: dict[str, Any], start_response: StartResponse) -> list[bytes
         raise HTTPError("400 Bad Request", "a name (80 chars) and a message (2000) are needed")
     picture, ptype = files.get("picture", (b"", ""))
     entry_id = add_entry(name, message, picture or None, ptype or None)
-    start_response("303 See Other", [("Location", f"/#entry-{entry_id}"), ("Content-Length", "0")])
+    base = environ.get("SCRIPT_NAME", "")
+    start_response(
+        "303 See Other", [("Location", f"{base}/#entry-{entry_id}"), ("Content-Length", "0")]
+    )
     return [b""]
 
 
@@ -220,7 +225,10 @@ def moderate(environ: dict[str, Any], start_response: StartResponse, entry_id: i
         raise HTTPError("403 Forbidden", "wrong moderator key")
     if not delete_entry(entry_id):
         raise HTTPError("404 Not Found", "no such entry")
-    start_response("303 See Other", [("Location", "/"), ("Content-Length", "0")])
+    start_response(
+        "303 See Other",
+        [("Location", environ.get("SCRIPT_NAME", "") + "/"), ("Content-Length", "0")],
+    )
     return [b""]
 
 

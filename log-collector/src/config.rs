@@ -1,5 +1,6 @@
 //! Configuration: a TOML file (`--config`) overlaid with command-line flags.
 
+use berth_common::tenants::registry::TenantsSource;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ pub struct Config {
     /// Tenants file (`--tenants`); without one, input needs no token and names its app
     /// itself (or goes to app `default`), and reads need no token.
     pub tenants: Option<PathBuf>,
+    /// berthd's control API to follow for tenants instead of a file (`--registry`).
+    pub registry: Option<String>,
+    /// The berthd service token for the registry (`--registry-token`).
+    pub registry_token_file: Option<PathBuf>,
     /// SHA-256 hashes (hex) of the operator tokens: they read every app and `/metrics`.
     pub operator_tokens: Vec<String>,
     /// Largest JSON line or syslog message; longer ones are skipped and counted.
@@ -95,6 +100,8 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9299".into(),
             data_dir: PathBuf::from("/var/lib/berth/log-collector"),
             tenants: None,
+            registry: None,
+            registry_token_file: None,
             operator_tokens: Vec::new(),
             max_message_bytes: ByteSize::kib(256),
             segment_bytes: ByteSize::mib(64),
@@ -165,6 +172,13 @@ pub struct Cli {
     /// Tenants file (TOML); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tenants: Option<PathBuf>,
+    /// Follow berthd's registry for tenants (e.g. http://127.0.0.1:7100) instead of a file;
+    /// the last state is kept in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// File holding the berthd service token for --registry.
+    #[arg(long = "registry-token", value_name = "FILE")]
+    pub registry_token_file: Option<PathBuf>,
     /// More logging; repeat for more.
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
@@ -200,6 +214,12 @@ impl Cli {
         }
         if let Some(t) = self.tenants {
             cfg.tenants = Some(t);
+        }
+        if let Some(r) = self.registry {
+            cfg.registry = Some(r);
+        }
+        if let Some(t) = self.registry_token_file {
+            cfg.registry_token_file = Some(t);
         }
         if self.verbose > 0 {
             cfg.verbosity = self.verbose;
@@ -264,6 +284,16 @@ impl Config {
             return bad("data_dir must be set".into());
         }
         Ok(())
+    }
+
+    /// Where tenants come from: the tenants file, berthd's registry, or none.
+    pub fn tenants_source(&self) -> Result<Option<TenantsSource>, String> {
+        TenantsSource::from_flags(
+            self.tenants.as_deref(),
+            self.registry.as_deref(),
+            self.registry_token_file.as_deref(),
+            Some(self.data_dir.join("registry-tenants.toml")),
+        )
     }
 
     /// The tenants file, if any.

@@ -32,10 +32,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let tenants = match cfg.tenants_path().map(TenantSet::load).transpose() {
+    let tenants = match cfg
+        .tenants_source()
+        .and_then(|s| s.map(|s| s.load().map(|(set, _)| set)).transpose())
+    {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("log-collector: tenants file: {e}");
+            eprintln!("log-collector: {e}");
             return ExitCode::from(2);
         }
     };

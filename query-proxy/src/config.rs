@@ -39,6 +39,11 @@ pub struct Config {
     /// Tenants file (TOML, see ARCHITECTURE.md); reloaded on SIGHUP. Without one, the proxy
     /// serves the single development app `dev_app`.
     pub tenants: Option<PathBuf>,
+    /// berthd's control API to follow for tenants instead of a file; the last state is kept
+    /// in the data directory (`registry-tenants.toml`).
+    pub registry: Option<String>,
+    /// File holding the berthd service token for `registry`.
+    pub registry_token_file: Option<PathBuf>,
     /// State directory (the generated backend secret lives here).
     pub data_dir: Option<PathBuf>,
     /// Development app served when no tenants file is given (provisioned at startup).
@@ -88,6 +93,8 @@ impl Default for Config {
             backend_secret_file: None,
             backend_account_hosts: vec!["%".into(), "localhost".into()],
             tenants: None,
+            registry: None,
+            registry_token_file: None,
             data_dir: None,
             dev_app: "dev".into(),
             dev_token: "dev".into(),
@@ -142,6 +149,12 @@ pub struct Cli {
     /// Tenants file (TOML); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tenants: Option<PathBuf>,
+    /// Follow berthd's registry for tenants (e.g. http://127.0.0.1:7100) instead of a file.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// File holding the berthd service token for --registry.
+    #[arg(long = "registry-token", value_name = "FILE")]
+    pub registry_token_file: Option<PathBuf>,
     /// State directory.
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -192,6 +205,12 @@ impl Cli {
         if let Some(v) = &self.tenants {
             cfg.tenants = Some(v.clone());
         }
+        if let Some(v) = &self.registry {
+            cfg.registry = Some(v.clone());
+        }
+        if let Some(v) = &self.registry_token_file {
+            cfg.registry_token_file = Some(v.clone());
+        }
         if let Some(v) = &self.data_dir {
             cfg.data_dir = Some(v.clone());
         }
@@ -202,6 +221,21 @@ impl Cli {
 }
 
 impl Config {
+    /// Where tenants come from: the tenants file, berthd's registry, or none (the
+    /// development app). The registry's last state is kept in the data directory.
+    pub fn tenants_source(
+        &self,
+    ) -> Result<Option<berth_common::tenants::registry::TenantsSource>, String> {
+        berth_common::tenants::registry::TenantsSource::from_flags(
+            self.tenants.as_deref(),
+            self.registry.as_deref(),
+            self.registry_token_file.as_deref(),
+            self.data_dir
+                .as_ref()
+                .map(|d| d.join("registry-tenants.toml")),
+        )
+    }
+
     /// Refuses values the proxy cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_packet.0 < 1024 || self.max_packet.0 > 1 << 30 {
@@ -235,7 +269,7 @@ impl Config {
                 )));
             }
         }
-        if self.tenants.is_none() {
+        if self.tenants.is_none() && self.registry.is_none() {
             berth_common::tenants::AppName::parse(&self.dev_app)
                 .map_err(|e| ConfigError::Invalid(format!("dev_app: {e}")))?;
         }

@@ -64,13 +64,11 @@ fn main() -> ExitCode {
     })
 }
 
-/// The tenants file, or the development app; and whether it is the development app.
+/// The tenants (file or registry), or the development app; and whether it is the
+/// development app.
 fn load_tenants(cfg: &Config) -> anyhow::Result<(TenantSet, bool)> {
-    match &cfg.tenants {
-        Some(path) => Ok((
-            TenantSet::load(path).with_context(|| format!("tenants file {}", path.display()))?,
-            false,
-        )),
+    match cfg.tenants_source().map_err(anyhow::Error::msg)? {
+        Some(source) => Ok((source.load().map_err(anyhow::Error::msg)?.0, false)),
         None => Ok((server::dev_tenants(cfg)?, true)),
     }
 }

@@ -12,7 +12,6 @@ mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -354,8 +353,8 @@ pub async fn run(bound: Bound, shared: Arc<Shared>) -> anyhow::Result<()> {
         }
     });
     tasks.spawn(maintenance(shared.clone(), shared.shutdown.signal()));
-    if let (Some(handle), Some(path)) = (&shared.tenants, shared.cfg.tenants.clone()) {
-        spawn_reload(&mut tasks, shared.clone(), handle.clone(), path);
+    if let (Some(handle), Ok(Some(source))) = (&shared.tenants, shared.cfg.tenants_source()) {
+        spawn_reload(&mut tasks, shared.clone(), handle.clone(), source);
     }
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -377,7 +376,7 @@ fn spawn_reload(
     tasks: &mut tokio::task::JoinSet<()>,
     shared: Arc<Shared>,
     handle: TenantsHandle,
-    path: PathBuf,
+    source: berth_common::tenants::registry::TenantsSource,
 ) {
     // The common reloader validates and swaps the set; we then resize namespaces to match.
     let validator = {
@@ -385,12 +384,7 @@ fn spawn_reload(
         move |set: &TenantSet| s.check_tenants(set).map_err(|e| e.to_string())
     };
     let mut rx = handle.subscribe();
-    let reload = berth_common::tenants::reload_on_sighup(
-        handle.clone(),
-        path,
-        validator,
-        shared.shutdown.signal(),
-    );
+    let reload = source.watch(handle.clone(), validator, shared.shutdown.signal());
     tasks.spawn(async move {
         let _ = reload.await;
     });

@@ -3,6 +3,7 @@
 
 mod handle;
 mod name;
+pub mod registry;
 mod set;
 mod tenant;
 mod token;

@@ -89,6 +89,14 @@ def test_the_blob_quota_is_reported_and_enforced(client: testing.Client) -> None
     assert sign(client, "Fay", "two", picture=("b.png", other, "image/png")).status == 507
 
 
+def test_mounted_under_a_prefix_its_links_keep_the_prefix(guestbook: ModuleType) -> None:
+    client = testing.Client(guestbook.application, script_name="/guestbook")
+    assert 'action="/guestbook/entries"' in client.get("/").text
+    response = client.post("/entries", form={"name": "Pre", "message": "fix"})
+    location = response.header("Location")
+    assert location is not None and location.startswith("/guestbook/#entry-")
+
+
 def test_bad_input_gets_clear_errors(client: testing.Client) -> None:
     assert client.post("/entries", form={"name": "", "message": "x"}).status == 400
     assert client.post("/entries", body=b"{}", content_type="application/json").status == 415

@@ -364,13 +364,8 @@ pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyho
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });
-    if let (Some(handle), Some(path)) = (&shared.tenants, shared.cfg.tenants.clone()) {
-        let _reload = berth_common::tenants::reload_on_sighup(
-            handle.clone(),
-            path,
-            |_| Ok(()),
-            shutdown.signal(),
-        );
+    if let (Some(handle), Ok(Some(source))) = (&shared.tenants, shared.cfg.tenants_source()) {
+        let _follow = source.watch(handle.clone(), |_| Ok(()), shutdown.signal());
     }
     let mut sig = shutdown.signal();
     sig.recv().await;

@@ -441,11 +441,16 @@ class Response:
 
 
 class Client:
-    """Calls a WSGI `app` in this process, as a server would (WSGI 1.0.1, PEP 3333)."""
+    """Calls a WSGI `app` in this process, as a server would (WSGI 1.0.1, PEP 3333).
 
-    def __init__(self, app: WSGIApp, *, host: str = "localhost") -> None:
+    `script_name` mounts it under a prefix, as berth-router's prefix routes do: the app sees
+    it as `SCRIPT_NAME` and the rest of the path as `PATH_INFO`.
+    """
+
+    def __init__(self, app: WSGIApp, *, host: str = "localhost", script_name: str = "") -> None:
         self.app = app
         self.host = host
+        self.script_name = script_name.rstrip("/")
 
     def get(self, path: str, *, headers: Mapping[str, str] | None = None) -> Response:
         return self.request("GET", path, headers=headers)
@@ -500,7 +505,7 @@ class Client:
         path_part, _, query = path.partition("?")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
-            "SCRIPT_NAME": "",
+            "SCRIPT_NAME": self.script_name,
             "PATH_INFO": urllib.parse.unquote(path_part),
             "QUERY_STRING": query,
             "SERVER_NAME": self.host,

@@ -168,13 +168,8 @@ pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyho
     };
     let admin_task = tokio::spawn(admin::serve(bound.admin, state, shutdown.signal()));
     let sizes = tokio::spawn(limits::measure_db_sizes(shared.clone(), shutdown.signal()));
-    if let (Some(path), false) = (shared.cfg.tenants.clone(), shared.dev_mode) {
-        berth_common::tenants::reload_on_sighup(
-            shared.tenants.clone(),
-            path,
-            |_| Ok(()),
-            shutdown.signal(),
-        );
+    if let (Ok(Some(source)), false) = (shared.cfg.tenants_source(), shared.dev_mode) {
+        source.watch(shared.tenants.clone(), |_| Ok(()), shutdown.signal());
     }
     let opts = ServeOptions {
         max_connections: shared.cfg.max_connections,
