@@ -49,12 +49,12 @@ if [[ $WSGI == 1 ]]; then
     }
     results=()
     for round in 1 2 3; do
-        (cd "$APPDIR" && BERTH_APP=bench "$PY" -m granian --interface wsgi --workers 2 \
+        (cd "$APPDIR" && BERTH_APP=bench exec "$PY" -m granian --interface wsgi --workers 2 \
             --blocking-threads 1 --port 18081 --no-ws hello:application >/dev/null 2>&1) &
         gpid=$!
         results+=("$(run_wrk granian http://127.0.0.1:18081/)")
         kill $gpid; wait $gpid 2>/dev/null || true
-        (cd "$APPDIR" && "$GVENV/bin/gunicorn" -w 2 -b 127.0.0.1:18082 hello:application \
+        (cd "$APPDIR" && exec "$GVENV/bin/gunicorn" -w 2 -b 127.0.0.1:18082 hello:application \
             >/dev/null 2>&1) &
         upid=$!
         results+=("$(run_wrk gunicorn http://127.0.0.1:18082/)")

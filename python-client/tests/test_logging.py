@@ -73,6 +73,23 @@ def test_records_arrive_with_their_fields(
     assert "ValueError: boom" in second["exception"]
 
 
+def test_messages_show_arguments_as_they_were_at_the_call(
+    log_collector: LogCollector, logger: logging.Logger
+) -> None:
+    h = make_handler(log_collector)
+    logger.addHandler(h)
+    items = ["a"]
+    state = {"n": 1}
+    logger.info("items %s", items)
+    logger.info("state %(n)s", state)
+    logger.info("plain %s %d", "text", 7)
+    items.append("b")
+    state["n"] = 2
+    h.flush()
+    got = [e["message"] for e in events(log_collector, "alpha", logger=logger.name)]
+    assert got == ["items ['a']", "state 1", "plain text 7"]
+
+
 def test_apps_are_kept_apart(log_collector: LogCollector, logger: logging.Logger) -> None:
     h = make_handler(log_collector, app="beta")
     logger.addHandler(h)

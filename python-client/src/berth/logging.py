@@ -55,8 +55,12 @@ _PLAIN_FIELD_COUNT: Final = len(_PLAIN_RECORD)
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 
-# One queued record: created, levelname, logger, message, exception text, extra fields.
-_Item = tuple[float, str, str, str, "str | None", "dict[str, Any] | None"]
+# One queued record: the record, its message when formatted early, its extra fields.
+_Item = tuple[logging.LogRecord, "str | None", "dict[str, Any] | None"]
+
+# Argument types whose value cannot change after the call: their message may be formatted
+# later, off the request path.
+_IMMUTABLE: Final = frozenset({str, int, float, bool, type(None), bytes, complex})
 
 
 @dataclass(frozen=True)
@@ -138,34 +142,33 @@ class BerthHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filters and queues `record`; no handler lock is taken (the queue is thread-safe)."""
-        rv = self.filter(record)
-        if rv:
-            self.emit(record)
-        return bool(rv)
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queues `record` (its message formatted now, its JSON encoded later)."""
+        """Queues `record`. The message is formatted now when an argument could change later
+        (a list, a dict, an object), else by the shipper thread, like the stdlib's
+        `MemoryHandler`; `extra=` fields are captured now; JSON is encoded later."""
         try:
             queue = self._queue
             if len(queue) >= self.max_queue:
                 self._dropped += 1
                 return
-            exc = None
-            if record.exc_info:
-                exc = "".join(traceback.format_exception(*record.exc_info))
-            elif record.exc_text:
-                exc = record.exc_text
-            if record.stack_info:
-                exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+            args = record.args
+            message = None
+            if args and not (type(args) is tuple and all(type(a) in _IMMUTABLE for a in args)):
+                message = record.getMessage()
             extra = None
             if len(record.__dict__) > _PLAIN_FIELD_COUNT:
                 extra = {
                     k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS
                 } or None
-            queue.append(
-                (record.created, record.levelname, record.name, record.getMessage(), exc, extra)
-            )
+            queue.append((record, message, extra))
             if self._idle:
+                # Only the first record after a quiet spell pays for waking the shipper.
+                self._idle = False
                 self._wake.set()
         except Exception:
             self.handleError(record)
@@ -176,7 +179,12 @@ class BerthHandler(logging.Handler):
         queue = self._queue
         while True:
             if not queue:
+                # Publish "idle" first, then look again: a record queued in between either
+                # is seen here or sees the flag and wakes us.
                 self._idle = True
+                if queue:
+                    self._idle = False
+                    continue
                 with self._flushed:
                     self._flushed.notify_all()
                 if self._stopping:
@@ -229,7 +237,17 @@ class BerthHandler(logging.Handler):
     def _encode(self, item: _Item) -> bytes:
         # Hand-assembled (strings escaped by json's C encoder): about 4x faster than
         # json.dumps of a dict, and this runs once per record under the GIL.
-        created, level, name, message, exc, extra = item
+        record, message, extra = item
+        if message is None:
+            message = record.getMessage()
+        exc = None
+        if record.exc_info:
+            exc = "".join(traceback.format_exception(*record.exc_info))
+        elif record.exc_text:
+            exc = record.exc_text
+        if record.stack_info:
+            exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+        created, level, name = record.created, record.levelname, record.name
         parts = [
             f'{{"timestamp":{created!r},"level":{_quote(level)},"logger":{_quote(name)},'
             f'"message":{_quote(message)}'
