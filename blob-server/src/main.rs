@@ -27,16 +27,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if print {
-        return match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("blob-server: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return berth_common::config::print_config("blob-server", &cfg);
     }
     let tenants = match cfg
         .tenants_source()

@@ -24,16 +24,7 @@ fn main() -> ExitCode {
         }
     };
     if print {
-        match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => {
-                eprintln!("cache-server: {e}");
-                return ExitCode::from(2);
-            }
-        }
+        return berth_common::config::print_config("cache-server", &cfg);
     }
     // A tenants file may also be a memcached auth file (-Y): TenantSet::load tells them apart.
     let tenants = match cfg

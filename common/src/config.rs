@@ -70,6 +70,22 @@ pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String, ConfigError> {
     Ok(toml::to_string_pretty(cfg)?)
 }
 
+/// `--print-config` for `binary`: the effective configuration as TOML on standard output;
+/// the exit code for `main` to return (2, with the reason on standard error, when the
+/// configuration cannot be written as TOML).
+pub fn print_config<T: Serialize>(binary: &str, cfg: &T) -> std::process::ExitCode {
+    match to_toml(cfg) {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());

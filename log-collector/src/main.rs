@@ -21,16 +21,7 @@ fn main() -> ExitCode {
         }
     };
     if print {
-        return match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("log-collector: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return berth_common::config::print_config("log-collector", &cfg);
     }
     let tenants = match cfg
         .tenants_source()

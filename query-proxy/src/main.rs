@@ -25,16 +25,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        return match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("query-proxy: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return berth_common::config::print_config("query-proxy", &cfg);
     }
     let tenants = match load_tenants(&cfg) {
         Ok(t) => t,

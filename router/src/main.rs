@@ -23,16 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if print {
-        return match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("berth-router: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return berth_common::config::print_config("berth-router", &cfg);
     }
     if !cfg.tls_certificates.is_empty() {
         if let Err(e) = berth_router::tls::acceptor(&cfg.tls_certificates, cfg.http2) {

@@ -16,16 +16,7 @@ fn main() -> ExitCode {
         }
     };
     if print {
-        return match berth_common::config::to_toml(&cfg) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("berthd: {e}");
-                ExitCode::from(2)
-            }
-        };
+        return berth_common::config::print_config("berthd", &cfg);
     }
     berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
     berth_common::runtime::run_service("berthd", "berthd-worker", 2, serve(cfg))
