@@ -1,13 +1,9 @@
 //! The admin listener: `/healthz`, `/readyz` and `/metrics` as every Berth service has them
-//! (berth-common's metrics writer and token check), plus the control API berthd uses:
-//! `GET /v1/routes` and `PUT /v1/routes` (docs/ops/berth-router.md is the contract).
-//!
-//! berth-common's `admin::serve` has a fixed set of routes, so the router serves the same
-//! three on its own axum router beside the control API.
+//! (berth-common's admin routes), plus the control API berthd uses: `GET /v1/routes` and
+//! `PUT /v1/routes` (docs/ops/berth-router.md is the contract).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -15,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use berth_common::admin::METRICS_CONTENT_TYPE;
+use berth_common::admin::AdminState;
 use berth_common::shutdown::ShutdownSignal;
 use berth_common::tenants::OperatorTokens;
 
@@ -49,29 +45,17 @@ pub async fn serve(
     max_table_bytes: usize,
     shutdown: ShutdownSignal,
 ) -> std::io::Result<()> {
+    let common = berth_common::admin::routes(AdminState {
+        metrics: admin.metrics.clone(),
+        ready: admin.ready.clone(),
+        operators: admin.operators.clone(),
+    });
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/routes", get(get_routes).put(put_routes))
         .layer(DefaultBodyLimit::max(max_table_bytes))
-        .with_state(admin);
-    let mut graceful = shutdown.clone();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { graceful.recv().await });
-    let mut deadline = shutdown;
-    tokio::select! {
-        res = server => res,
-        _ = async { deadline.recv().await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
-    }
-}
-
-async fn readyz(State(a): State<Admin>) -> Response {
-    if a.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
+        .with_state(admin)
+        .merge(common);
+    berth_common::admin::serve_app(listener, app, shutdown).await
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response {
@@ -92,14 +76,6 @@ fn error(status: StatusCode, msg: &str) -> Response {
     json(status, &serde_json::json!({ "error": msg }))
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 /// `None` when one of `lists` accepts the request's token; else the refusal.
 fn authorize(headers: &HeaderMap, lists: &[&OperatorTokens], what: &str) -> Option<Response> {
     if lists.iter().all(|l| l.is_empty()) {
@@ -108,7 +84,7 @@ fn authorize(headers: &HeaderMap, lists: &[&OperatorTokens], what: &str) -> Opti
             &format!("{what} is disabled: the router's config lists no control_tokens"),
         ));
     }
-    match bearer(headers) {
+    match berth_common::admin::bearer_token(headers) {
         None => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -121,24 +97,6 @@ fn authorize(headers: &HeaderMap, lists: &[&OperatorTokens], what: &str) -> Opti
         Some(t) if lists.iter().any(|l| l.verify(t)) => None,
         Some(_) => Some(error(StatusCode::FORBIDDEN, "token not accepted")),
     }
-}
-
-async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Response {
-    if !a.operators.is_empty() {
-        if let Some(refusal) = authorize(&headers, &[&a.operators], "/metrics") {
-            return refusal;
-        }
-    }
-    let mut body = String::new();
-    (a.metrics)(&mut body);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(METRICS_CONTENT_TYPE),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 async fn get_routes(State(a): State<Admin>, headers: HeaderMap) -> Response {

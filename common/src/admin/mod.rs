@@ -52,20 +52,34 @@ pub async fn serve(
     state: AdminState,
     shutdown: ShutdownSignal,
 ) -> io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(listen = %addr, "admin endpoint listening");
-    }
-    let app = Router::new()
+    serve_app(listener, routes(state), shutdown).await
+}
+
+/// `/healthz`, `/readyz` and `/metrics` over `state`, for a service that serves more on its
+/// admin listener: merge its own routes in and pass the result to [`serve_app`].
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets open requests finish (for at most a
+/// few seconds: a stuck client must not hold the process up) and returns.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: ShutdownSignal,
+) -> io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "admin endpoint listening");
+    }
     let mut graceful = shutdown.clone();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(async move { graceful.recv().await });
     let mut deadline = shutdown;
-    // hyper's graceful shutdown waits for every open connection; a stuck client must not
-    // hold the process up.
+    // hyper's graceful shutdown waits for every open connection.
     tokio::select! {
         res = server => res,
         _ = async { deadline.recv().await; tokio::time::sleep(ADMIN_DRAIN).await } => {
@@ -117,7 +131,7 @@ async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Respons
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
