@@ -79,3 +79,30 @@ ensure_python_client() {
     # App users (not only root) run apps from this environment.
     chmod -R a+rX "$venv" 2>/dev/null || true
 }
+
+# The Python that runs deployed apps: a virtual environment made from Debian's
+# /usr/bin/python3 (not a Python under /root, which app users cannot execute), holding a
+# regular (non-editable) install of the berth package, readable and executable by every user.
+# Prints nothing; sets RUNTIME_PYTHON. Reinstalls when python-client's sources changed.
+ensure_runtime_python() {
+    local venv="$1" root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    if [ ! -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        apt_install python3 python3-venv
+    fi
+    if [ ! -x "$venv/bin/python" ]; then
+        /usr/bin/python3 -m venv "$venv"
+    fi
+    local want have=""
+    want="$(find "$root/python-client/src" "$root/python-client/pyproject.toml" -type f \
+        -not -name '*.pyc' -print0 | sort -z | xargs -0 cat | sha256sum | cut -d' ' -f1)"
+    [ -f "$venv/.berth.sha256" ] && have="$(cat "$venv/.berth.sha256")"
+    if [ "$want" != "$have" ]; then
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q --force-reinstall \
+            --no-deps "$root/python-client"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q "$root/python-client"
+        echo "$want" >"$venv/.berth.sha256"
+    fi
+    chmod -R a+rX "$venv"
+    RUNTIME_PYTHON="$venv/bin/python"
+}

@@ -36,7 +36,7 @@ pub struct Conn {
 }
 
 #[derive(Debug, Clone)]
-struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Auth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -45,16 +45,16 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-type Svc = InterceptedService<Channel, Auth>;
+pub(crate) type Svc = InterceptedService<Channel, Auth>;
 
-struct Client {
-    rt: tokio::runtime::Runtime,
-    channel: Channel,
-    auth: Auth,
+pub(crate) struct Client {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) channel: Channel,
+    pub(crate) auth: Auth,
 }
 
 impl Client {
-    fn connect(conn: &Conn) -> anyhow::Result<Client> {
+    pub(crate) fn connect(conn: &Conn) -> anyhow::Result<Client> {
         let token = match (&conn.token, &conn.token_file) {
             (Some(t), _) => t.trim().to_string(),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -107,7 +107,7 @@ impl Client {
     }
 }
 
-fn failed(s: Status) -> anyhow::Error {
+pub(crate) fn failed(s: Status) -> anyhow::Error {
     let what = match s.code() {
         Code::Unauthenticated => "not authenticated",
         Code::PermissionDenied => "not allowed",
@@ -134,7 +134,7 @@ fn pairs(items: &[String]) -> anyhow::Result<HashMap<String, String>> {
         .collect()
 }
 
-fn when(ms: i64) -> String {
+pub(crate) fn when(ms: i64) -> String {
     let secs = ms / 1000;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -167,7 +167,7 @@ fn token_json(t: &api::Token) -> serde_json::Value {
     serde_json::json!({"id": t.id, "app": t.app, "label": t.label, "created": when(t.created_ms)})
 }
 
-fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The `berth` command line: one subcommand per verb, each in its own module.
 
+pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod logs;
+pub mod releases;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -40,6 +43,25 @@ pub enum Command {
     /// Check an app's directory against the deploy gates, locally and offline: the manifest,
     /// the bundle (pure Python, sizes) and that its entry point imports.
     Validate(validate::ValidateArgs),
+    /// Deploy an app's directory: local checks, upload, then berthd's gates, health checks
+    /// and the switch, shown phase by phase.
+    Deploy(deploy::DeployArgs),
+    /// The versions berthd keeps for an app, newest first.
+    Versions(releases::VersionsArgs),
+    /// An app's releases, newest first (like `heroku releases`).
+    Releases(releases::ReleasesArgs),
+    /// Make a version (with the current config) or a release (with its config) live again.
+    Promote(releases::PromoteArgs),
+    /// Make the release before the live one (or the one named) live again.
+    Rollback(releases::RollbackArgs),
+    /// What runs: the live release, the URLs, and every instance.
+    Status(releases::StatusArgs),
+    /// Set the number of instances of the live release.
+    Scale(releases::ScaleArgs),
+    /// Replace every instance of the live release with fresh ones, one by one.
+    Restart(releases::RestartArgs),
+    /// An app's environment: plain values and write-only secrets.
+    Config(config::ConfigArgs),
 }
 
 impl Cli {
@@ -53,6 +75,15 @@ impl Cli {
             Command::Events(args) => control::events(&args),
             Command::Registry(args) => control::registry(&args),
             Command::Validate(args) => validate::run(&args),
+            Command::Deploy(args) => deploy::run(&args),
+            Command::Versions(args) => releases::versions(&args),
+            Command::Releases(args) => releases::releases(&args),
+            Command::Promote(args) => releases::promote(&args),
+            Command::Rollback(args) => releases::rollback(&args),
+            Command::Status(args) => releases::status(&args),
+            Command::Scale(args) => releases::scale(&args),
+            Command::Restart(args) => releases::restart(&args),
+            Command::Config(args) => config::run(&args),
         }
     }
 }

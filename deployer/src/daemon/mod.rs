@@ -3,8 +3,12 @@
 //! the tenants to every service (`Registry.Watch`). Deploys, the supervisor and the router
 //! feed come next (issue 7).
 
+pub mod deploys;
+pub mod engine;
+pub mod secrets;
 pub mod service;
 pub mod state;
+pub mod store;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use berth_api::v1 as api;
 use berth_common::admin::{AdminState, MetricsWriter};
+use berth_common::config::{ByteSize, HumanDuration};
 use berth_common::shutdown::Shutdown;
 use berth_common::tenants::{generate_token, OperatorTokens};
 use clap::{ArgAction, Parser};
@@ -42,6 +47,183 @@ pub struct Config {
     pub verbosity: u8,
     /// Log as JSON lines.
     pub log_json: bool,
+    /// The key that seals secrets at rest (64 hex digits). Default
+    /// `<data_dir>/secrets.key`, made at first start.
+    pub secrets_key_file: Option<PathBuf>,
+    /// Stop every app instance when berthd stops (the run command). Off by default: apps
+    /// keep serving while berthd restarts, and berthd re-adopts them.
+    pub stop_apps_on_exit: bool,
+    /// How apps run.
+    pub apps: AppsConfig,
+    /// Where the Berth services are, as apps reach them.
+    pub services: ServicesConfig,
+    /// The router berthd feeds.
+    pub router: RouterConfig,
+    /// The database backend berthd provisions apps' databases on (through the query
+    /// proxy's provisioning code). Without it, apps that want `db` cannot deploy.
+    pub database: Option<DatabaseConfig>,
+}
+
+/// `[apps]`: how app instances run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppsConfig {
+    /// The Python (with the `berth` package installed) that runs apps; app users must be
+    /// able to execute it.
+    pub python: String,
+    /// The `berth-shim` binary; default: next to berthd.
+    pub shim: Option<PathBuf>,
+    /// Ports for instances, `FIRST-LAST` on 127.0.0.1.
+    pub ports: String,
+    /// Apps run as the system user `<prefix><app>` (made on first deploy).
+    pub user_prefix: String,
+    /// `auto`: own users, cgroups and the network guard when berthd runs as root, else
+    /// apps run as berthd's user (said in the log and in `berth status`); `required`:
+    /// refuse to run apps without them; `none`: never.
+    pub isolation: String,
+    /// Bubblewrap: `auto` (when present and working), `always`, `never`.
+    pub sandbox: crate::shim::SandboxMode,
+    /// How long a new live release is watched (and the previous one kept warm) before the
+    /// previous one stops; failing health checks in it roll back by themselves.
+    pub watch_window: HumanDuration,
+    /// Instances per release unless `berth scale` says otherwise.
+    pub default_scale: u32,
+    /// Versions kept per app (older ones not live or in a kept release are removed).
+    pub keep_versions: u32,
+    /// Largest bundle accepted.
+    pub max_bundle_bytes: ByteSize,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            python: "python3".into(),
+            shim: None,
+            ports: "9300-9799".into(),
+            user_prefix: "app-".into(),
+            isolation: "auto".into(),
+            sandbox: crate::shim::SandboxMode::Auto,
+            watch_window: HumanDuration(std::time::Duration::from_secs(60)),
+            default_scale: 1,
+            keep_versions: 20,
+            max_bundle_bytes: ByteSize::mib(256),
+        }
+    }
+}
+
+/// `[services]`: the addresses apps get in their environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// `BERTH_CACHE_SERVERS`.
+    pub cache: String,
+    /// `BERTH_BLOB_URL`.
+    pub blob_url: String,
+    /// `BERTH_DB_HOST` / `BERTH_DB_PORT` (the query proxy).
+    pub db_host: String,
+    pub db_port: u16,
+    /// `BERTH_LOG_ADDR` (JSON lines); also where instances' stdout/stderr go.
+    pub log_addr: String,
+    /// More ports apps may reach on 127.0.0.1 (the network guard allows the ports above
+    /// and these: e.g. the collector's syslog 5140 and OTLP 4317).
+    pub extra_ports: Vec<u16>,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            cache: "127.0.0.1:11211".into(),
+            blob_url: "http://127.0.0.1:8098".into(),
+            db_host: "127.0.0.1".into(),
+            db_port: 6033,
+            log_addr: "127.0.0.1:5170".into(),
+            extra_ports: vec![5140, 4317],
+        }
+    }
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// berth-router's admin API; empty: no router is fed.
+    pub admin_url: Option<String>,
+    /// A file holding a token among the router's `control_tokens`.
+    pub token_file: Option<PathBuf>,
+    /// How users reach an app, `{app}` replaced by its name (shown by deploy and status).
+    pub public_urls: Vec<String>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            admin_url: Some("http://127.0.0.1:9280".into()),
+            token_file: None,
+            public_urls: vec![
+                "http://{app}.localhost:8080/".into(),
+                "http://127.0.0.1:8080/{app}/".into(),
+            ],
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The MariaDB/MySQL backend behind the query proxy.
+    pub backend: String,
+    /// Its administrator account.
+    pub admin_user: String,
+    /// A file holding its password (empty file or none: no password).
+    pub admin_password_file: Option<PathBuf>,
+    /// The query proxy's backend secret (the same file the proxy reads).
+    pub backend_secret_file: PathBuf,
+    /// Host patterns of the apps' backend accounts (as the proxy's
+    /// `backend_account_hosts`).
+    pub account_hosts: Vec<String>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            backend: "127.0.0.1:3306".into(),
+            admin_user: "root".into(),
+            admin_password_file: None,
+            backend_secret_file: PathBuf::from("/var/lib/berth/query-proxy/backend-secret"),
+            account_hosts: vec!["%".into(), "localhost".into()],
+        }
+    }
+}
+
+impl Config {
+    /// The instance port range.
+    pub fn port_range(&self) -> anyhow::Result<(u16, u16)> {
+        let (a, b) = self
+            .apps
+            .ports
+            .split_once('-')
+            .ok_or_else(|| anyhow::anyhow!("apps.ports: write FIRST-LAST, e.g. 9300-9799"))?;
+        let (a, b): (u16, u16) = (
+            a.trim().parse().context("apps.ports")?,
+            b.trim().parse().context("apps.ports")?,
+        );
+        if a == 0 || a > b {
+            anyhow::bail!("apps.ports: {a}-{b} is not a range of ports");
+        }
+        Ok((a, b))
+    }
+
+    /// The `berth-shim` to run.
+    pub fn shim_path(&self) -> PathBuf {
+        if let Some(p) = &self.apps.shim {
+            return p.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("berth-shim")))
+            .unwrap_or_else(|| PathBuf::from("berth-shim"))
+    }
 }
 
 impl Default for Config {
@@ -54,6 +236,12 @@ impl Default for Config {
             service_tokens: vec![],
             verbosity: 0,
             log_json: false,
+            secrets_key_file: None,
+            stop_apps_on_exit: false,
+            apps: AppsConfig::default(),
+            services: ServicesConfig::default(),
+            router: RouterConfig::default(),
+            database: None,
         }
     }
 }
@@ -82,6 +270,9 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Stop every app instance when berthd stops (the run command does this).
+    #[arg(long)]
+    pub stop_apps_on_exit: bool,
     /// More logging; repeat for more.
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
@@ -101,6 +292,7 @@ impl Cli {
             cfg.data_dir = v;
         }
         cfg.verbosity = cfg.verbosity.max(self.verbose);
+        cfg.stop_apps_on_exit |= self.stop_apps_on_exit;
         OperatorTokens::from_hex_hashes(&cfg.operator_tokens)
             .map_err(|e| anyhow::anyhow!("operator_tokens: {e}"))?;
         OperatorTokens::from_hex_hashes(&cfg.service_tokens)
@@ -133,7 +325,7 @@ fn operator_tokens(cfg: &Config) -> anyhow::Result<OperatorTokens> {
     Ok(OperatorTokens::from_tokens(&[token]))
 }
 
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -173,7 +365,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         writeln!(out, "LISTEN admin {}", admin.local_addr()?)?;
         out.flush()?;
     }
-    let control = service::Control::new(state.clone(), operators, services, shutdown.signal());
+    let cfg = Arc::new(cfg);
+    let engine = engine::Engine::new(cfg.clone(), state.clone())?;
+    engine.adopt().await?;
+    let monitor = tokio::spawn(engine.clone().monitor());
+    let control = service::Control::new(
+        state.clone(),
+        engine.clone(),
+        operators,
+        services,
+        shutdown.signal(),
+    );
     let metrics_state = state.clone();
     let admin_state = AdminState {
         metrics: Arc::new(move |out: &mut String| {
@@ -200,7 +402,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .add_service(api::apps_server::AppsServer::new(control.clone()))
         .add_service(api::tokens_server::TokensServer::new(control.clone()))
         .add_service(api::registry_server::RegistryServer::new(control.clone()))
-        .add_service(api::events_server::EventsServer::new(control))
+        .add_service(api::events_server::EventsServer::new(control.clone()))
+        .add_service(api::deploys_server::DeploysServer::new(control.clone()))
+        .add_service(api::config_server::ConfigServer::new(control))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),
             async move { stop.recv().await },
@@ -215,6 +419,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let _ = admin_task.await;
+    monitor.abort();
+    if cfg.stop_apps_on_exit {
+        tracing::info!("stopping every app instance (stop_apps_on_exit)");
+        engine.stop_everything().await;
+    } else {
+        tracing::info!("app instances keep running; berthd re-adopts them when it starts");
+    }
     tracing::info!("berthd stopped");
     Ok(())
 }

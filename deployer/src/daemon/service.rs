@@ -42,13 +42,14 @@ impl Caller {
 /// The services' shared parts.
 #[derive(Debug, Clone)]
 pub struct Control {
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
+    pub(crate) engine: Arc<super::engine::Engine>,
     operators: Arc<OperatorTokens>,
     services: Arc<OperatorTokens>,
     shutdown: ShutdownSignal,
 }
 
-fn status(e: StateError) -> Status {
+pub(crate) fn status(e: StateError) -> Status {
     match e {
         StateError::Invalid(m) => Status::invalid_argument(m),
         StateError::NotFound(m) => Status::not_found(m),
@@ -64,12 +65,14 @@ impl Control {
     /// Serves `state` to the holders of `operators` and `services` tokens (and apps' own).
     pub fn new(
         state: Arc<State>,
+        engine: Arc<super::engine::Engine>,
         operators: OperatorTokens,
         services: OperatorTokens,
         shutdown: ShutdownSignal,
     ) -> Self {
         Control {
             state,
+            engine,
             operators: Arc::new(operators),
             services: Arc::new(services),
             shutdown,
@@ -101,7 +104,7 @@ impl Control {
         }
     }
 
-    fn operator<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    pub(crate) fn operator<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         match self.caller(req)? {
             c @ Caller::Operator(_) => Ok(c),
             _ => Err(Status::permission_denied("only operators may do this")),
@@ -109,7 +112,7 @@ impl Control {
     }
 
     /// The caller, if it may act on `app` (operators, or that app's own token).
-    fn for_app<T>(&self, req: &Request<T>, app: &str) -> Result<Caller, Status> {
+    pub(crate) fn for_app<T>(&self, req: &Request<T>, app: &str) -> Result<Caller, Status> {
         match self.caller(req)? {
             c @ Caller::Operator(_) => Ok(c),
             c @ Caller::App { .. } if matches!(&c, Caller::App { app: a, .. } if a == app) => Ok(c),
@@ -258,6 +261,10 @@ impl api::apps_server::Apps for Control {
                 r.name
             )));
         }
+        self.state.app(&r.name).map_err(status)?;
+        self.engine.destroy(&r.name).await.map_err(|e| {
+            Status::internal(format!("removing {}'s data: {e:#}", r.name))
+        })?;
         self.state
             .destroy_app(&caller.actor(), &r.name)
             .await

@@ -102,11 +102,11 @@ pub struct Registry {
 
 /// The state store and its in-memory indexes.
 pub struct State {
-    db: Database,
+    pub(crate) db: Database,
     /// Token SHA-256 (hex) -> (app, token id), for authenticating calls.
     tokens: Mutex<HashMap<String, (String, String)>>,
     registry: watch::Sender<Arc<Registry>>,
-    write: tokio::sync::Mutex<()>,
+    pub(crate) write: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for State {

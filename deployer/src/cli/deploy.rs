@@ -1,0 +1,1069 @@
+//! `berth deploy [DIR]`: the local checks (manifest and bundle gates), the bundle packed as a
+//! deterministic tar and uploaded to berthd (`Deploys.UploadBundle`), then `Deploys.Deploy`
+//! with its progress shown phase by phase.
+//!
+//! The progress rendering here is shared by every verb that changes what runs (`promote`,
+//! `rollback`, `scale`, `restart`, `config set`/`unset`): see [`follow`].
+//!
+//! Output: progress lines go to stderr (`==> PHASE: MESSAGE`, or a spinner per phase when
+//! stderr is a terminal), the result line to stdout. With `--json`, stdout carries one JSON
+//! object per progress message and a final summary object (JSON lines), nothing else.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use berth_api::v1 as api;
+use clap::Args;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use super::control::{failed, when, Client, Conn, Svc};
+use super::validate::{self, ValidateArgs};
+use crate::bundle::{self, Limits};
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::tarball;
+
+/// Bytes of bundle per `BundleChunk` message.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// `berth deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The app's directory, holding berth.toml (its `name` is the app).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Start and check the new version but leave the live one live (`berth promote` it later).
+    #[arg(long)]
+    pub no_promote: bool,
+    /// Allow a version lower than the live one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Why, for the audit history.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// Do not run the manifest and bundle gates here (berthd runs them anyway).
+    #[arg(long)]
+    pub skip_local_checks: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// A `Deploys` client on the connection.
+pub(crate) fn deploys(c: &Client) -> api::deploys_client::DeploysClient<Svc> {
+    api::deploys_client::DeploysClient::with_interceptor(c.channel.clone(), c.auth.clone())
+}
+
+/// The bundle ready to upload.
+struct Packed {
+    app: String,
+    version: String,
+    tar: Vec<u8>,
+    sha256: String,
+}
+
+/// Runs `berth deploy`.
+pub fn run(args: &DeployArgs) -> anyhow::Result<ExitCode> {
+    let json = args.conn.json;
+    let mut out = Renderer::new(json);
+    let packed = match prepare(args, &mut out) {
+        Ok(Ok(p)) => p,
+        Ok(Err(code)) => return Ok(code),
+        Err(e) => return Err(out.fail("", e)),
+    };
+    let app = packed.app.clone();
+    let c = Client::connect(&args.conn).map_err(|e| out.fail(&app, e))?;
+    let size = packed.tar.len() as u64;
+    let bar = upload_bar(size, json);
+    let stream = futures_util::stream::iter(chunks(&packed.app, &packed.sha256, packed.tar)).map({
+        let bar = bar.clone();
+        move |chunk| {
+            bar.inc(chunk.data.len() as u64);
+            chunk
+        }
+    });
+    let uploaded = c.rt.block_on(deploys(&c).upload_bundle(stream));
+    bar.finish_and_clear();
+    let uploaded = match uploaded {
+        Ok(r) => r.into_inner(),
+        Err(s) => return Err(out.fail(&app, failed(s))),
+    };
+    out.local(
+        "upload",
+        &format!(
+            "{}, sha256 {}{}",
+            human_bytes(size),
+            &packed.sha256[..12],
+            if uploaded.existed {
+                " (berthd had it already)"
+            } else {
+                ""
+            }
+        ),
+    );
+    let req = api::DeployRequest {
+        app: app.clone(),
+        bundle_sha256: packed.sha256.clone(),
+        no_promote: args.no_promote,
+        allow_downgrade: args.allow_downgrade,
+        reason: args.reason.clone(),
+    };
+    let kind = Kind::Deploy {
+        version: packed.version.clone(),
+        no_promote: args.no_promote,
+    };
+    follow(&c, &app, &kind, out, async {
+        deploys(&c).deploy(req).await
+    })
+}
+
+/// The local checks and the packing; `Err(code)` when a check failed (already reported).
+fn prepare(args: &DeployArgs, out: &mut Renderer) -> anyhow::Result<Result<Packed, ExitCode>> {
+    let dir = &args.dir;
+    let limits = if args.skip_local_checks {
+        Limits {
+            max_files: usize::MAX,
+            max_file_bytes: u64::MAX,
+            max_total_bytes: u64::MAX,
+        }
+    } else {
+        Limits::default()
+    };
+    let (app, version) = if args.skip_local_checks {
+        name_and_version(dir)?
+    } else {
+        let d = Limits::default();
+        let mut report = validate::validate(&ValidateArgs {
+            dir: dir.clone(),
+            python: "python3".into(),
+            no_import: true,
+            import_timeout: 0,
+            max_files: d.max_files,
+            max_file_bytes: d.max_file_bytes,
+            max_bundle_bytes: d.max_total_bytes,
+            json: false,
+        });
+        if let Some(g) = report.gates.iter_mut().find(|g| g.gate == "import") {
+            g.summary = "runs in berthd on deploy".into();
+        }
+        if !report.ok {
+            let error = format!(
+                "the local checks failed; nothing was uploaded (fix the FAIL lines, `berth \
+                 validate {}` shows them again)",
+                dir.display()
+            );
+            if out.json {
+                out.emit(&json!({"phase": "check", "message": "local checks failed",
+                    "current": 0, "total": 0, "done": true, "noop": false, "error": error,
+                    "release": null, "report": report}));
+                out.emit(&summary_json(
+                    report.app.as_deref().unwrap_or(""),
+                    "failed",
+                    None,
+                    &[],
+                    &error,
+                ));
+            } else {
+                eprint!("{}", validate::render(&report));
+                eprintln!("berth: {error}");
+            }
+            return Ok(Err(ExitCode::FAILURE));
+        }
+        let m = Manifest::load(dir)?;
+        (m.name, m.version)
+    };
+    let b = bundle::collect(dir, &limits).map_err(|problems| {
+        anyhow!(
+            "{} cannot be packed: {}",
+            dir.display(),
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let tar = tarball::pack(&b).with_context(|| format!("packing {}", dir.display()))?;
+    let sha256 = hex::encode(Sha256::digest(&tar));
+    out.local(
+        "check",
+        &format!(
+            "{app} {version}: {} file(s), {}{}",
+            b.files.len(),
+            human_bytes(b.total_bytes),
+            if args.skip_local_checks {
+                " (local checks skipped)"
+            } else {
+                ", manifest and bundle gates pass"
+            }
+        ),
+    );
+    Ok(Ok(Packed {
+        app,
+        version,
+        tar,
+        sha256,
+    }))
+}
+
+/// The app's name and version read from berth.toml without the manifest's checks.
+fn name_and_version(dir: &Path) -> anyhow::Result<(String, String)> {
+    let path = dir.join(MANIFEST_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let name = field("name").ok_or_else(|| anyhow!("{} has no `name`", path.display()))?;
+    Ok((name, field("version").unwrap_or_default()))
+}
+
+/// The upload's messages: the first carries `app`, `sha256`, `size` and the first chunk of
+/// data, every later one only data, [`CHUNK_BYTES`] at a time (at least one message).
+pub fn chunks(
+    app: &str,
+    sha256: &str,
+    data: Vec<u8>,
+) -> impl Iterator<Item = api::BundleChunk> + Send + 'static {
+    let size = data.len();
+    let count = size.div_ceil(CHUNK_BYTES).max(1);
+    let data = Arc::new(data);
+    let (app, sha256) = (app.to_string(), sha256.to_string());
+    (0..count).map(move |i| {
+        let start = i * CHUNK_BYTES;
+        let end = (start + CHUNK_BYTES).min(size);
+        let first = i == 0;
+        api::BundleChunk {
+            app: if first { app.clone() } else { String::new() },
+            sha256: if first { sha256.clone() } else { String::new() },
+            size: if first { size as u64 } else { 0 },
+            data: data[start..end].to_vec(),
+        }
+    })
+}
+
+fn upload_bar(size: u64, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "==> upload: [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+// -- progress of a change ---------------------------------------------------------------------
+
+/// What change a progress stream reports, for the final line.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// `berth deploy`: the manifest's version.
+    Deploy { version: String, no_promote: bool },
+    /// `berth promote`, `berth rollback`.
+    Release,
+    /// `berth config set`/`unset`.
+    Config,
+    /// `berth scale`.
+    Scale { instances: u32 },
+    /// `berth restart`.
+    Restart,
+}
+
+impl Kind {
+    /// The result's summary word in JSON.
+    fn result(&self, p: &api::Progress) -> &'static str {
+        match self {
+            _ if p.noop => "noop",
+            Kind::Deploy {
+                no_promote: true, ..
+            } => "ready",
+            Kind::Scale { .. } => "scaled",
+            Kind::Restart => "restarted",
+            _ if p.release.is_none() => "saved",
+            _ => "released",
+        }
+    }
+
+    /// The human result line after a successful end (`done` without `error`).
+    pub(crate) fn line(&self, app: &str, p: &api::Progress, urls: &[String]) -> String {
+        let r = p.release.clone().unwrap_or_default();
+        let version = match (self, r.version.is_empty()) {
+            (Kind::Deploy { version, .. }, true) => version.clone(),
+            _ => r.version.clone(),
+        };
+        let subject = if version.is_empty() {
+            app.to_string()
+        } else {
+            format!("{app} {version}")
+        };
+        let at = if urls.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", urls.join(" "))
+        };
+        match self {
+            Kind::Deploy { .. } | Kind::Release if p.noop => {
+                format!("{subject} is already live with the same content; nothing to do")
+            }
+            Kind::Config if p.noop => {
+                format!("{app}'s config already is so; nothing to do")
+            }
+            Kind::Scale { instances } if p.noop => {
+                format!("{app} already runs {instances} instance(s); nothing to do")
+            }
+            Kind::Restart if p.noop => format!("{app}: nothing to restart"),
+            Kind::Deploy {
+                no_promote: true, ..
+            } => format!(
+                "{app} {version} is started and checked but not live: `berth promote {app} \
+                 {version}` makes it live"
+            ),
+            // No release to show (scaling before the first deploy, a config change with
+            // nothing live): berthd's own words.
+            Kind::Scale { .. } | Kind::Restart | Kind::Config
+                if p.release.is_none() && !p.message.is_empty() =>
+            {
+                p.message.clone()
+            }
+            Kind::Scale { instances } => format!(
+                "Scaled {app} to {instances} instance(s) of {} ({version})",
+                r.id
+            ),
+            Kind::Restart => format!("Restarted {app}: {} ({version}) is live{at}", r.id),
+            Kind::Config if p.release.is_none() => format!(
+                "Saved; {app} has no live release yet: its next deploy runs with this config"
+            ),
+            Kind::Deploy { .. } | Kind::Release | Kind::Config => {
+                format!("Released {}: {subject} is live{at}", r.id)
+            }
+        }
+    }
+}
+
+/// Shows a change's progress stream (started by `start`) to its end, then the result:
+/// exit 0 on success or no-op, an error (exit 1) with berthd's message on failure.
+pub(crate) fn follow<F>(
+    c: &Client,
+    app: &str,
+    kind: &Kind,
+    mut out: Renderer,
+    start: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = Result<tonic::Response<tonic::Streaming<api::Progress>>, Status>>,
+{
+    let last = c.rt.block_on(async {
+        let mut stream = start.await?.into_inner();
+        while let Some(p) = stream.message().await? {
+            out.progress(&p);
+            if p.done {
+                return Ok(Some(p));
+            }
+        }
+        Ok::<_, Status>(None)
+    });
+    out.finish();
+    let last = match last {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Err(out.fail(
+                app,
+                anyhow!(
+                    "berthd ended the stream before the change finished: `berth status {app}` \
+                     shows where it is"
+                ),
+            ))
+        }
+        Err(s) => return Err(out.fail(app, failed(s))),
+    };
+    if !last.error.is_empty() {
+        return Err(out.fail(app, anyhow!("{}", last.error)));
+    }
+    let urls = if last.noop || last.release.is_none() {
+        vec![]
+    } else {
+        c.rt.block_on(deploys(c).status(api::StatusRequest { app: app.into() }))
+            .map(|r| r.into_inner().urls)
+            .unwrap_or_default()
+    };
+    let said = kind.line(app, &last, &urls);
+    if out.json {
+        let mut summary = summary_json(app, kind.result(&last), last.release.as_ref(), &urls, "");
+        summary["message"] = said.into();
+        out.emit(&summary);
+    } else {
+        println!("{said}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// JSON lines on stdout.
+    Json,
+    /// A spinner per phase on stderr (a terminal).
+    Tty,
+    /// `==> phase: message` lines on stderr.
+    Plain,
+}
+
+/// Renders progress messages as they come.
+pub(crate) struct Renderer {
+    mode: Mode,
+    json: bool,
+    spinner: Option<(String, ProgressBar)>,
+    last: Option<String>,
+}
+
+impl Renderer {
+    /// JSON lines with `json`, else a spinner when stderr is a terminal, else plain lines.
+    pub(crate) fn new(json: bool) -> Renderer {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        };
+        Renderer {
+            mode,
+            json,
+            spinner: None,
+            last: None,
+        }
+    }
+
+    /// Prints one JSON line on stdout.
+    fn emit(&self, v: &Value) {
+        println!("{v}");
+    }
+
+    /// A phase run here (local checks, the upload), shown like berthd's.
+    fn local(&mut self, phase: &str, message: &str) {
+        self.progress(&api::Progress {
+            phase: phase.into(),
+            message: message.into(),
+            ..Default::default()
+        });
+    }
+
+    /// Shows one message.
+    pub(crate) fn progress(&mut self, p: &api::Progress) {
+        match self.mode {
+            Mode::Json => self.emit(&progress_json(p)),
+            _ if p.done && (p.phase == "done" || p.message.is_empty()) => {}
+            Mode::Plain => {
+                let text = line(p);
+                if self.last.as_ref() != Some(&text) {
+                    eprintln!("{text}");
+                    self.last = Some(text);
+                }
+            }
+            Mode::Tty => {
+                let msg = line(p)
+                    .trim_start_matches(&format!("==> {}: ", p.phase))
+                    .to_string();
+                match &self.spinner {
+                    Some((phase, bar)) if *phase == p.phase => bar.set_message(msg),
+                    _ => {
+                        self.finish();
+                        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                        if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix}: {msg}")
+                        {
+                            bar.set_style(style);
+                        }
+                        bar.set_prefix(p.phase.clone());
+                        bar.set_message(msg);
+                        bar.enable_steady_tick(Duration::from_millis(100));
+                        self.spinner = Some((p.phase.clone(), bar));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the current phase's spinner, leaving its `==>` line.
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.spinner.take() {
+            if let Ok(style) = ProgressStyle::with_template("==> {prefix}: {msg}") {
+                bar.set_style(style);
+            }
+            bar.finish();
+        }
+    }
+
+    /// Reports a failure: with `--json`, a summary object on stdout; the error itself goes
+    /// back to `main` (stderr, exit 1).
+    fn fail(&mut self, app: &str, error: anyhow::Error) -> anyhow::Error {
+        self.finish();
+        if self.json {
+            self.emit(&summary_json(
+                app,
+                "failed",
+                None,
+                &[],
+                &format!("{error:#}"),
+            ));
+        }
+        error
+    }
+}
+
+/// The plain line of one message: `==> PHASE: MESSAGE` with ` (CURRENT/TOTAL)` when the
+/// phase has a known length.
+pub(crate) fn line(p: &api::Progress) -> String {
+    let mut s = format!("==> {}: {}", p.phase, p.message);
+    if p.total > 0 {
+        s.push_str(&format!(" ({}/{})", p.current, p.total));
+    }
+    s
+}
+
+/// A release as JSON.
+pub(crate) fn release_json(r: &api::Release) -> Value {
+    json!({
+        "id": r.id, "number": r.number, "version": r.version, "created": when(r.created_ms),
+        "created_ms": r.created_ms, "actor": r.actor, "description": r.description,
+        "config_keys": r.config_keys, "secret_keys": r.secret_keys, "state": r.state,
+        "config_digest": r.config_digest,
+    })
+}
+
+/// One progress message as JSON (every field, `release` null when absent).
+pub(crate) fn progress_json(p: &api::Progress) -> Value {
+    json!({
+        "phase": p.phase, "message": p.message, "current": p.current, "total": p.total,
+        "done": p.done, "noop": p.noop, "error": p.error,
+        "release": p.release.as_ref().map(release_json),
+    })
+}
+
+/// The last JSON line of a change.
+fn summary_json(
+    app: &str,
+    result: &str,
+    release: Option<&api::Release>,
+    urls: &[String],
+    error: &str,
+) -> Value {
+    json!({
+        "result": result, "ok": result != "failed", "app": app,
+        "release": release.map(release_json), "urls": urls, "error": error, "message": "",
+    })
+}
+
+/// Bytes for people: `512 B`, `12.2 KiB`, `48.0 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn parses_deploy() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "deploy",
+            "examples/guestbook",
+            "--no-promote",
+            "--allow-downgrade",
+            "--reason",
+            "hotfix",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Deploy(a) = cli.command else {
+            panic!("not deploy")
+        };
+        assert_eq!(a.dir, PathBuf::from("examples/guestbook"));
+        assert!(a.no_promote && a.allow_downgrade && !a.skip_local_checks);
+        assert_eq!(a.reason, "hotfix");
+        assert_eq!(a.conn.token.as_deref(), Some("t"));
+        let Command::Deploy(a) = Cli::try_parse_from(["berth", "deploy", "--json"])
+            .unwrap()
+            .command
+        else {
+            panic!("not deploy")
+        };
+        assert_eq!(a.dir, PathBuf::from("."));
+        assert!(a.conn.json && !a.no_promote);
+        assert!(Cli::try_parse_from(["berth", "deploy", "--promote"]).is_err());
+    }
+
+    #[test]
+    fn upload_chunks() {
+        let data: Vec<u8> = (0..CHUNK_BYTES * 2 + 10).map(|i| (i % 251) as u8).collect();
+        let all: Vec<_> = chunks("guestbook", "abc", data.clone()).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].app, "guestbook");
+        assert_eq!(all[0].sha256, "abc");
+        assert_eq!(all[0].size, data.len() as u64);
+        assert_eq!(all[0].data, data[..CHUNK_BYTES]);
+        for c in &all[1..] {
+            assert!(c.app.is_empty() && c.sha256.is_empty() && c.size == 0);
+        }
+        assert_eq!(all[2].data.len(), 10);
+        let joined: Vec<u8> = all.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(joined, data);
+        // A small bundle is one message; even an empty one is sent (as the first message).
+        let one: Vec<_> = chunks("a", "s", vec![1, 2, 3]).collect();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].size, one[0].data.as_slice()), (3, &[1u8, 2, 3][..]));
+        assert_eq!(chunks("a", "s", vec![]).count(), 1);
+        assert_eq!(chunks("a", "s", vec![0; CHUNK_BYTES]).count(), 1);
+    }
+
+    fn release(id: &str, version: &str) -> api::Release {
+        api::Release {
+            id: id.into(),
+            number: id[1..].parse().unwrap(),
+            version: version.into(),
+            state: "live".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn result_lines() {
+        let done = api::Progress {
+            phase: "done".into(),
+            done: true,
+            release: Some(release("v3", "1.2.0")),
+            ..Default::default()
+        };
+        let deploy = Kind::Deploy {
+            version: "1.2.0".into(),
+            no_promote: false,
+        };
+        let urls = vec!["http://guestbook.localhost:8080/".to_string()];
+        assert_eq!(
+            deploy.line("guestbook", &done, &urls),
+            "Released v3: guestbook 1.2.0 is live at http://guestbook.localhost:8080/"
+        );
+        assert_eq!(
+            deploy.line("guestbook", &done, &[]),
+            "Released v3: guestbook 1.2.0 is live"
+        );
+        let noop = api::Progress {
+            noop: true,
+            ..done.clone()
+        };
+        assert_eq!(
+            deploy.line("guestbook", &noop, &[]),
+            "guestbook 1.2.0 is already live with the same content; nothing to do"
+        );
+        assert_eq!(deploy.result(&noop), "noop");
+        let bare = api::Progress {
+            phase: "done".into(),
+            done: true,
+            noop: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Kind::Release.line("guestbook", &bare, &[]),
+            "guestbook is already live with the same content; nothing to do"
+        );
+        assert_eq!(deploy.result(&done), "released");
+        let held = Kind::Deploy {
+            version: "1.3.0".into(),
+            no_promote: true,
+        };
+        let ready = api::Progress {
+            release: None,
+            ..done.clone()
+        };
+        assert_eq!(
+            held.line("guestbook", &ready, &[]),
+            "guestbook 1.3.0 is started and checked but not live: `berth promote guestbook \
+             1.3.0` makes it live"
+        );
+        assert_eq!(
+            Kind::Scale { instances: 3 }.line("guestbook", &done, &[]),
+            "Scaled guestbook to 3 instance(s) of v3 (1.2.0)"
+        );
+        assert_eq!(
+            Kind::Config.line("guestbook", &ready, &[]),
+            "Saved; guestbook has no live release yet: its next deploy runs with this config"
+        );
+        assert_eq!(Kind::Config.result(&ready), "saved");
+        let said = api::Progress {
+            message: "guestbook runs 3 instance(s)".into(),
+            ..ready.clone()
+        };
+        assert_eq!(
+            Kind::Scale { instances: 3 }.line("guestbook", &said, &[]),
+            "guestbook runs 3 instance(s)"
+        );
+    }
+
+    #[test]
+    fn progress_lines_and_json() {
+        let p = api::Progress {
+            phase: "health".into(),
+            message: "1.2.0-1 healthy".into(),
+            current: 1,
+            total: 2,
+            ..Default::default()
+        };
+        assert_eq!(line(&p), "==> health: 1.2.0-1 healthy (1/2)");
+        let v = progress_json(&p);
+        assert_eq!(v["phase"], "health");
+        assert_eq!(v["current"], 1);
+        assert_eq!(v["release"], Value::Null);
+        assert_eq!(v["done"], false);
+        let s = summary_json("guestbook", "failed", None, &[], "health: boom");
+        assert_eq!(s["ok"], false);
+        assert_eq!(s["error"], "health: boom");
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(12_516), "12.2 KiB");
+        assert_eq!(human_bytes(48 * 1024 * 1024), "48.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn name_without_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "name = \"shop\"\nversion = \"2.0.0\"\nbogus = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            name_and_version(dir.path()).unwrap(),
+            ("shop".to_string(), "2.0.0".to_string())
+        );
+        std::fs::write(dir.path().join(MANIFEST_FILE), "version = \"1\"\n").unwrap();
+        assert!(name_and_version(dir.path()).is_err());
+    }
+
+    #[test]
+    fn failed_local_checks_stop_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = DeployArgs {
+            dir: dir.path().into(),
+            no_promote: false,
+            allow_downgrade: false,
+            reason: String::new(),
+            skip_local_checks: false,
+            conn: Conn {
+                // Nothing listens there: the run must stop before it tries.
+                server: "http://127.0.0.1:1".into(),
+                token: Some("t".into()),
+                token_file: None,
+                json: true,
+            },
+        };
+        assert_eq!(run(&args).unwrap(), ExitCode::FAILURE);
+    }
+}
+
+/// The client against a stand-in `Deploys` service over real gRPC on a socket: what goes
+/// over the wire (the upload's chunks, the deploy request) and how the result is judged.
+#[cfg(test)]
+mod wire_tests {
+    use std::sync::{Arc, Mutex};
+
+    use api::deploys_server::{Deploys, DeploysServer};
+    use futures_util::stream::{self, Iter};
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    type Progresses = Iter<std::vec::IntoIter<Result<api::Progress, Status>>>;
+
+    #[derive(Default)]
+    struct Seen {
+        chunks: Vec<api::BundleChunk>,
+        deploys: Vec<api::DeployRequest>,
+    }
+
+    struct StandIn {
+        seen: Arc<Mutex<Seen>>,
+        script: Vec<api::Progress>,
+    }
+
+    fn progresses(script: &[api::Progress]) -> Progresses {
+        stream::iter(script.iter().cloned().map(Ok).collect::<Vec<_>>())
+    }
+
+    #[tonic::async_trait]
+    impl Deploys for StandIn {
+        async fn upload_bundle(
+            &self,
+            request: Request<tonic::Streaming<api::BundleChunk>>,
+        ) -> Result<Response<api::UploadBundleResponse>, Status> {
+            let mut stream = request.into_inner();
+            let mut chunks = Vec::new();
+            while let Some(c) = stream.message().await? {
+                chunks.push(c);
+            }
+            let first = chunks.first().cloned().unwrap_or_default();
+            let data: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+            self.seen.lock().unwrap().chunks = chunks;
+            if hex::encode(Sha256::digest(&data)) != first.sha256 || data.len() as u64 != first.size
+            {
+                return Err(Status::invalid_argument("sha256: does not match the data"));
+            }
+            Ok(Response::new(api::UploadBundleResponse {
+                sha256: first.sha256,
+                size: first.size,
+                existed: false,
+            }))
+        }
+        type DeployStream = Progresses;
+        async fn deploy(
+            &self,
+            request: Request<api::DeployRequest>,
+        ) -> Result<Response<Progresses>, Status> {
+            self.seen.lock().unwrap().deploys.push(request.into_inner());
+            Ok(Response::new(progresses(&self.script)))
+        }
+        async fn list_versions(
+            &self,
+            _: Request<api::ListVersionsRequest>,
+        ) -> Result<Response<api::ListVersionsResponse>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        async fn list_releases(
+            &self,
+            _: Request<api::ListReleasesRequest>,
+        ) -> Result<Response<api::ListReleasesResponse>, Status> {
+            Err(Status::unimplemented("stand-in"))
+        }
+        type PromoteStream = Progresses;
+        async fn promote(
+            &self,
+            _: Request<api::PromoteRequest>,
+        ) -> Result<Response<Progresses>, Status> {
+            Ok(Response::new(progresses(&self.script)))
+        }
+        type RollbackStream = Progresses;
+        async fn rollback(
+            &self,
+            _: Request<api::RollbackRequest>,
+        ) -> Result<Response<Progresses>, Status> {
+            Ok(Response::new(progresses(&self.script)))
+        }
+        async fn status(
+            &self,
+            request: Request<api::StatusRequest>,
+        ) -> Result<Response<api::AppStatus>, Status> {
+            let app = request.into_inner().app;
+            Ok(Response::new(api::AppStatus {
+                urls: vec![format!("http://{app}.localhost:8080/")],
+                app,
+                ..Default::default()
+            }))
+        }
+        type ScaleStream = Progresses;
+        async fn scale(
+            &self,
+            _: Request<api::ScaleRequest>,
+        ) -> Result<Response<Progresses>, Status> {
+            Ok(Response::new(progresses(&self.script)))
+        }
+        type RestartStream = Progresses;
+        async fn restart(
+            &self,
+            _: Request<api::RestartRequest>,
+        ) -> Result<Response<Progresses>, Status> {
+            Ok(Response::new(progresses(&self.script)))
+        }
+    }
+
+    /// Serves a stand-in answering every change with `script`; its URL and what it saw.
+    fn serve(script: Vec<api::Progress>) -> (String, Arc<Mutex<Seen>>) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let service = StandIn {
+            seen: seen.clone(),
+            script,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(DeploysServer::new(service))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                    .await
+                    .unwrap();
+            });
+        });
+        (format!("http://{}", rx.recv().unwrap()), seen)
+    }
+
+    /// An app directory whose bundle takes three upload chunks.
+    fn app_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "name = \"wiretest\"\nversion = \"1.2.0\"\nentry = \"main:application\"\n",
+        )
+        .unwrap();
+        let mut main = String::from("def application(environ, start_response):\n    pass\n");
+        while main.len() < CHUNK_BYTES * 2 + 100 {
+            main.push_str("# padding so that the bundle needs more than two chunks\n");
+        }
+        std::fs::write(dir.path().join("main.py"), main).unwrap();
+        dir
+    }
+
+    fn args(dir: &Path, server: String, json: bool) -> DeployArgs {
+        DeployArgs {
+            dir: dir.into(),
+            no_promote: true,
+            allow_downgrade: false,
+            reason: "wire test".into(),
+            skip_local_checks: false,
+            conn: Conn {
+                server,
+                token: Some("t".into()),
+                token_file: None,
+                json,
+            },
+        }
+    }
+
+    fn step(phase: &str, message: &str) -> api::Progress {
+        api::Progress {
+            phase: phase.into(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deploy_uploads_in_chunks_then_follows_to_the_end() {
+        let done = api::Progress {
+            phase: "done".into(),
+            done: true,
+            release: Some(api::Release {
+                id: "v1".into(),
+                number: 1,
+                version: "1.2.0".into(),
+                state: "live".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (url, seen) = serve(vec![step("validate", "gates pass"), done]);
+        let dir = app_dir();
+        assert_eq!(
+            run(&args(dir.path(), url, true)).unwrap(),
+            ExitCode::SUCCESS
+        );
+        let seen = seen.lock().unwrap();
+        let tar = tarball::pack(&bundle::collect(dir.path(), &Limits::default()).unwrap()).unwrap();
+        assert_eq!(seen.chunks.len(), tar.len().div_ceil(CHUNK_BYTES));
+        assert!(seen.chunks.len() >= 3);
+        assert_eq!(seen.chunks[0].app, "wiretest");
+        assert_eq!(seen.chunks[0].sha256, hex::encode(Sha256::digest(&tar)));
+        assert_eq!(seen.chunks[0].size, tar.len() as u64);
+        assert!(seen.chunks[1..]
+            .iter()
+            .all(|c| c.app.is_empty() && c.size == 0));
+        let d = &seen.deploys[0];
+        assert_eq!(d.app, "wiretest");
+        assert_eq!(d.bundle_sha256, seen.chunks[0].sha256);
+        assert!(d.no_promote && !d.allow_downgrade);
+        assert_eq!(d.reason, "wire test");
+    }
+
+    #[test]
+    fn a_failed_deploy_is_an_error_with_berthds_words() {
+        let failed = api::Progress {
+            phase: "health".into(),
+            done: true,
+            error: "health: GET /healthz answered 500 three times; the live release is \
+                    unchanged"
+                .into(),
+            ..Default::default()
+        };
+        let (url, _) = serve(vec![step("start", "1.2.0-1 started"), failed.clone()]);
+        let dir = app_dir();
+        let e = run(&args(dir.path(), url, false)).unwrap_err();
+        assert_eq!(e.to_string(), failed.error);
+
+        // A stream that stops before `done` is a failure too.
+        let (url, _) = serve(vec![step("start", "1.2.0-1 started")]);
+        let e = run(&args(dir.path(), url, true)).unwrap_err();
+        assert!(e.to_string().contains("ended the stream"), "{e}");
+    }
+
+    #[test]
+    fn promote_and_rollback_follow_their_streams() {
+        let noop = api::Progress {
+            phase: "done".into(),
+            done: true,
+            noop: true,
+            ..Default::default()
+        };
+        let (url, _) = serve(vec![noop]);
+        let c = Client::connect(&Conn {
+            server: url,
+            token: Some("t".into()),
+            token_file: None,
+            json: false,
+        })
+        .unwrap();
+        let req = api::PromoteRequest {
+            app: "wiretest".into(),
+            target: "v1".into(),
+            ..Default::default()
+        };
+        let code = follow(
+            &c,
+            "wiretest",
+            &Kind::Release,
+            Renderer::new(false),
+            async { deploys(&c).promote(req).await },
+        )
+        .unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        let e = follow(&c, "wiretest", &Kind::Release, Renderer::new(true), async {
+            deploys(&c)
+                .list_versions(api::ListVersionsRequest::default())
+                .await?;
+            unreachable!()
+        })
+        .unwrap_err();
+        assert!(e.to_string().starts_with("failed: stand-in"), "{e}");
+    }
+}

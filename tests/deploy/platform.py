@@ -1,0 +1,226 @@
+"""The whole platform for deploy tests: berthd, every service following its registry, the
+router it feeds, and the `berth` CLI, all real processes on free ports.
+
+The app runtime is the Python named by BERTH_RUNTIME_PYTHON (a virtual environment made from
+Debian's /usr/bin/python3 with the berth package installed, so app users can execute it;
+scripts/test makes it). MariaDB comes from BERTH_TEST_MARIADB (default 127.0.0.1:3306, root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from support.procs import ServerProcess, free_port
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def runtime_python() -> str:
+    py = os.environ.get("BERTH_RUNTIME_PYTHON", "")
+    if not py or not Path(py).exists():
+        pytest.fail(
+            "BERTH_RUNTIME_PYTHON must name a Python with the berth package that app users can "
+            "run; scripts/test makes one (/usr/bin/python3 -m venv .berth-runtime && "
+            ".berth-runtime/bin/pip install ./python-client)"
+        )
+    return py
+
+
+def write_app(root: Path, name: str, version: str, main: str, manifest_extra: str = "",
+              files: dict[str, bytes] | None = None) -> Path:
+    """An app directory: berth.toml, main.py and any extra files."""
+    d = root / f"{name}-{version}-{secrets.token_hex(3)}"
+    d.mkdir(parents=True)
+    (d / "berth.toml").write_text(
+        f'name = "{name}"\nversion = "{version}"\nentry = "main:app"\n'
+        f'drain = "1s"\nservices = ["cache", "blobs", "logs"]\n'
+        f'[health]\npath = "/health"\ninterval = "100ms"\nstart_timeout = "20s"\n'
+        f'healthy_threshold = 1\nunhealthy_threshold = 2\n{manifest_extra}'
+    )
+    (d / "main.py").write_text(main)
+    for rel, data in (files or {}).items():
+        p = d / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return d
+
+
+HELLO = '''
+import os
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    body = ("%s %s %s" % (os.environ["BERTH_APP"], os.environ["BERTH_VERSION"], path)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+class Platform:
+    def __init__(self, bin_dir: Path, tmp: Path, watch_window: str = "3s") -> None:
+        self.bin, self.tmp = bin_dir, tmp
+        self.procs: dict[str, ServerProcess] = {}
+        self.ports = {name: free_port() for name in (
+            "berthd", "cache", "blob", "query", "logs", "logs_http", "router", "router_admin")}
+        self.service_token = secrets.token_hex(32)
+        self.router_token = secrets.token_hex(32)
+        (tmp / "service-token").write_text(self.service_token + "\n")
+        (tmp / "router-token").write_text(self.router_token + "\n")
+        (tmp / "backend-secret").write_text(secrets.token_hex(32) + "\n")
+        os.chmod(tmp / "backend-secret", 0o600)
+        host, _, port = os.environ.get("BERTH_TEST_MARIADB", "127.0.0.1:3306").partition(":")
+        self.mariadb = f"{host}:{port or 3306}"
+        pw = os.environ.get("BERTH_TEST_MARIADB_PASSWORD", "")
+        (tmp / "mariadb-password").write_text(pw + "\n")
+        user = os.environ.get("BERTH_TEST_MARIADB_USER", "root")
+        sha = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
+        p = self.ports
+        (tmp / "berthd.toml").write_text(f'''
+service_tokens = ["{sha(self.service_token)}"]
+stop_apps_on_exit = true
+[apps]
+python = "{runtime_python()}"
+ports = "{20000 + secrets.randbelow(20000)}-{40000 + secrets.randbelow(20000)}"
+watch_window = "{watch_window}"
+[services]
+cache = "127.0.0.1:{p['cache']}"
+blob_url = "http://127.0.0.1:{p['blob']}"
+db_host = "127.0.0.1"
+db_port = {p['query']}
+log_addr = "127.0.0.1:{p['logs']}"
+extra_ports = []
+[router]
+admin_url = "http://127.0.0.1:{p['router_admin']}"
+token_file = "{tmp / 'router-token'}"
+public_urls = ["http://{{app}}.localhost:{p['router']}/"]
+[database]
+backend = "{self.mariadb}"
+admin_user = "{user}"
+admin_password_file = "{tmp / 'mariadb-password'}"
+backend_secret_file = "{tmp / 'backend-secret'}"
+''')
+        (tmp / "router.toml").write_text(f'control_tokens = ["{sha(self.router_token)}"]\n')
+        (tmp / "query.toml").write_text(
+            f'backend_secret_file = "{tmp / "backend-secret"}"\n'
+            f'backend_admin_password_file = "{tmp / "mariadb-password"}"\n'
+            f'backend_admin_user = "{user}"\n')
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def start_berthd(self) -> None:
+        p = ServerProcess(
+            [self.bin / "berthd", "--config", self.tmp / "berthd.toml", "--data-dir",
+             self.tmp / "berthd", "--listen", f"127.0.0.1:{self.ports['berthd']}",
+             "--admin-listen", "127.0.0.1:0"], self.tmp, "berthd")
+        p.wait_listen(["grpc"], timeout=30)
+        self.procs["berthd"] = p
+
+    def registry(self) -> list[object]:
+        return ["--registry", f"http://127.0.0.1:{self.ports['berthd']}",
+                "--registry-token", self.tmp / "service-token"]
+
+    def _start(self, name: str, binary: str, argv: list[object], kind: str) -> None:
+        p = ServerProcess([self.bin / binary, *argv], self.tmp, name)
+        p.wait_listen([kind], timeout=30)
+        self.procs[name] = p
+
+    def start_services(self) -> None:
+        p, t = self.ports, self.tmp
+        for d in ("blob", "logs", "query", "router", "cache"):
+            (t / d).mkdir(exist_ok=True)
+        self._start("cache-server", "cache-server", [
+            "-p", p["cache"], "-l", "127.0.0.1", "--admin-listen", "127.0.0.1:0",
+            "--registry-state", t / "cache" / "registry.toml", *self.registry()], "memcache")
+        self._start("blob-server", "blob-server", [
+            "--data-dir", t / "blob", "--listen", f"127.0.0.1:{p['blob']}",
+            "--admin-listen", "127.0.0.1:0", *self.registry()], "http")
+        self._start("log-collector", "log-collector", [
+            "--data-dir", t / "logs", "--listen-json", f"127.0.0.1:{p['logs']}",
+            "--listen-syslog", "", "--listen-otlp", "",
+            "--listen-http", f"127.0.0.1:{p['logs_http']}",
+            "--admin-listen", "127.0.0.1:0", *self.registry()], "json")
+        self._start("query-proxy", "query-proxy", [
+            "--config", t / "query.toml", "--data-dir", t / "query",
+            "--listen", f"127.0.0.1:{p['query']}", "--admin-listen", "127.0.0.1:0",
+            "--backend", self.mariadb, *self.registry()], "mysql")
+        self._start("berth-router", "berth-router", [
+            "--config", t / "router.toml", "--data-dir", t / "router",
+            "--listen", f"127.0.0.1:{p['router']}",
+            "--admin-listen", f"127.0.0.1:{p['router_admin']}"], "http")
+
+    def stop(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            p.stop(timeout=20)
+
+    # -- the CLI --------------------------------------------------------------------------------
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env["BERTH_SERVER"] = f"http://127.0.0.1:{self.ports['berthd']}"
+        if token is None:
+            env["BERTH_TOKEN_FILE"] = str(self.tmp / "berthd" / "operator-token")
+        else:
+            env["BERTH_TOKEN"] = token
+        return env
+
+    def run(self, *args: object, token: str | None = None, stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bin / "berth"), *map(str, args)], env=self.env(token),
+                              capture_output=True, text=True, timeout=timeout, input=stdin)
+
+    def berth(self, *args: object, token: str | None = None, stdin: str | None = None) -> Any:
+        done = self.run(*args, "--json", token=token, stdin=stdin)
+        assert done.returncode == 0, f"berth {' '.join(map(str, args))}: {done.stderr}{done.stdout}"
+        try:
+            return json.loads(done.stdout)
+        except json.JSONDecodeError:
+            # A change streams JSON lines: its progress, then a summary.
+            return [json.loads(line) for line in done.stdout.splitlines() if line.strip()][-1]
+
+    def deploy(self, app_dir: Path, *flags: str, token: str | None = None,
+               ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = self.run("deploy", app_dir, *flags, token=token)
+        if ok:
+            assert done.returncode == 0, f"deploy failed:\n{done.stdout}\n{done.stderr}"
+        else:
+            assert done.returncode != 0, f"deploy should have failed:\n{done.stdout}"
+        return done
+
+    def create_app(self, name: str) -> str:
+        out = self.berth("apps", "create", name)
+        token: str = out["secret"] if "secret" in out else out["token"]["secret"]
+        return token
+
+    # -- what users see -------------------------------------------------------------------------
+
+    def get(self, app: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ports['router']}{path}",
+                                     headers={"Host": f"{app}.localhost"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def status(self, app: str) -> Any:
+        return self.berth("status", app)
+
+    def releases(self, app: str) -> list[Any]:
+        out = self.berth("releases", app)
+        return out["releases"] if isinstance(out, dict) else out

@@ -1,0 +1,388 @@
+"""Deploys end to end: the real `berth` CLI against the real berthd, which starts apps under
+berth-shim and feeds the real berth-router; every service follows berthd's registry.
+
+One platform per module (starting it takes seconds); each test uses its own apps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .platform import HELLO, Platform, eventually, write_app
+
+
+@pytest.fixture(scope="module")
+def platform(pytestconfig: pytest.Config) -> Iterator[Platform]:
+    bin_dir = Path(pytestconfig.getoption("--bin-dir"))
+    for name in ("berthd", "berth", "berth-shim", "berth-router", "cache-server", "blob-server",
+                 "log-collector", "query-proxy"):
+        if not (bin_dir / name).exists():
+            pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
+    # Not under pytest's temporary root: that is private to root (0700), and app users must
+    # reach their own files under berthd's data dir.
+    tmp = Path(tempfile.mkdtemp(prefix="berth-platform-"))
+    os.chmod(tmp, 0o755)
+    p = Platform(bin_dir, tmp)
+    try:
+        p.start_berthd()
+        p.start_services()
+        yield p
+    finally:
+        p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def apps(tmp_path: Path) -> Path:
+    os.chmod(tmp_path, 0o755)
+    return tmp_path
+
+
+def live_release(p: Platform, app: str) -> Any:
+    return p.status(app)["live"]
+
+
+# -- deploy, upgrade, rollback, promote -----------------------------------------------------------
+
+
+def test_deploy_upgrade_rollback_and_promote(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("hello")
+    v1 = write_app(apps, "hello", "1.0.0", HELLO)
+    done = p.deploy(v1)
+    assert "v1" in done.stdout and "1.0.0" in done.stdout
+    assert p.get("hello", "/x") == (200, "hello 1.0.0 /x")
+
+    v2 = write_app(apps, "hello", "1.1.0", HELLO + "\n# 1.1\n")
+    p.deploy(v2)
+    assert p.get("hello")[1].startswith("hello 1.1.0")
+    rels = p.releases("hello")
+    assert [r["id"] for r in rels][:2] == ["v2", "v1"]
+    assert rels[0]["state"] == "live"
+
+    # Rollback: the previous release is still warm, so it is back at once.
+    started = time.monotonic()
+    p.berth("rollback", "hello")
+    took = time.monotonic() - started
+    assert p.get("hello")[1].startswith("hello 1.0.0")
+    assert live_release(p, "hello")["id"] == "v3"
+    assert "rollback to v1" in live_release(p, "hello")["description"]
+    assert took < 10, took
+
+    # Promote a version again.
+    p.berth("promote", "hello", "1.1.0")
+    assert p.get("hello")[1].startswith("hello 1.1.0")
+
+    # The same version with the same content: nothing to do.
+    done = p.deploy(v2)
+    assert "nothing to do" in done.stdout or "already live" in done.stdout
+    assert live_release(p, "hello")["id"] == "v4"
+
+    # The same version with other content: refused, live unchanged.
+    other = write_app(apps, "hello", "1.1.0", HELLO + "\n# changed\n")
+    done = p.deploy(other, ok=False)
+    assert "different content" in done.stdout + done.stderr
+    # A lower version needs --allow-downgrade.
+    old = write_app(apps, "hello", "0.9.0", HELLO)
+    done = p.deploy(old, ok=False)
+    assert "--allow-downgrade" in done.stdout + done.stderr
+    assert p.get("hello")[1].startswith("hello 1.1.0")
+    p.deploy(old, "--allow-downgrade")
+    assert p.get("hello")[1].startswith("hello 0.9.0")
+
+    versions = p.berth("versions", "hello")
+    versions = versions["versions"] if isinstance(versions, dict) else versions
+    assert [v["version"] for v in versions] == ["1.1.0", "1.0.0", "0.9.0"]
+    events = p.berth("events", "hello")
+    events = events["events"] if isinstance(events, dict) else events
+    actions = {e["action"] for e in events}
+    assert {"release.create", "version.create", "app.provision"} <= actions
+
+
+def test_no_promote_leaves_the_live_release(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("staged")
+    p.deploy(write_app(apps, "staged", "1.0.0", HELLO))
+    p.deploy(write_app(apps, "staged", "2.0.0", HELLO), "--no-promote")
+    assert p.get("staged")[1].startswith("staged 1.0.0")
+    p.berth("promote", "staged", "2.0.0")
+    assert p.get("staged")[1].startswith("staged 2.0.0")
+
+
+# -- failing gates leave the live version serving ----------------------------------------------------
+
+
+def test_each_failing_gate_says_why_and_changes_nothing(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("gates")
+    p.deploy(write_app(apps, "gates", "1.0.0", HELLO))
+    live = live_release(p, "gates")["id"]
+
+    cases = {
+        # import error
+        "2.0.0": (write_app(apps, "gates", "2.0.0", "import nonexistent_module_xyz\n"),
+                  "nonexistent_module_xyz"),
+        # not a WSGI callable
+        "2.0.1": (write_app(apps, "gates", "2.0.1", "app = 42\n"), "callable"),
+        # native extension
+        "2.0.2": (write_app(apps, "gates", "2.0.2", HELLO, files={"fast.so": b"\x7fELF" + b"\0" * 60}),
+                  "fast.so"),
+        # failing health check
+        "2.0.3": (write_app(apps, "gates", "2.0.3", HELLO.replace('"200 OK"', '"500 Oops"')),
+                  "health"),
+        # crash at start (only when serving: the import gate passes)
+        "2.0.4": (write_app(apps, "gates", "2.0.4",
+                            "import os, sys\nif os.environ.get('BERTH_BIND'):\n"
+                            "    print('cannot start: boom', flush=True)\n    sys.exit(3)\n" + HELLO),
+                  "crashed at start"),
+    }
+    for version, (d, expect) in cases.items():
+        if version == "2.0.3":
+            (d / "berth.toml").write_text((d / "berth.toml").read_text().replace(
+                'start_timeout = "20s"', 'start_timeout = "3s"'))
+        done = p.deploy(d, ok=False)
+        out = done.stdout + done.stderr
+        assert expect in out, f"{version}: {out}"
+        assert p.get("gates")[1].startswith("gates 1.0.0"), version
+        assert live_release(p, "gates")["id"] == live, version
+    # The crash at start shows the app's own output.
+    assert "boom" in out
+    # Nothing of the failed versions keeps running.
+    st = p.status("gates")
+    assert {i["version"] for i in st["instances"]} == {"1.0.0"}, st
+
+
+def test_a_release_that_fails_in_its_watch_window_is_rolled_back(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("flaky")
+    p.deploy(write_app(apps, "flaky", "1.0.0", HELLO))
+    crashing = ("import os, threading\n"
+                "if os.environ.get('BERTH_BIND'):\n"
+                "    threading.Timer(1.0, lambda: os._exit(7)).start()\n" + HELLO)
+    p.deploy(write_app(apps, "flaky", "1.1.0", crashing))
+    # Live for a moment, then it dies; berthd rolls back by itself within the window.
+    try:
+        eventually(lambda: p.get("flaky")[1].startswith("flaky 1.0.0"), "the automatic rollback", 20)
+    except AssertionError:
+        print(json.dumps(p.status("flaky"), indent=1))
+        for log in (p.tmp / "berthd" / "run" / "flaky").glob("*/shim.log"):
+            print(log, log.read_text()[-3000:])
+        raise
+    rels = p.releases("flaky")
+    assert rels[0]["description"].startswith("automatic rollback to v1"), rels[0]
+    # Why: the crash, or the failed health checks it caused (whichever berthd saw first).
+    assert any(w in rels[0]["description"] for w in ("crashed", "refused", "answered")), rels[0]
+    assert any(r["id"] == "v2" and r["state"] == "failed" for r in rels), rels
+    events = p.berth("events", "flaky")
+    events = events["events"] if isinstance(events, dict) else events
+    assert any(e["action"] == "release.rollback.auto" for e in events)
+
+
+# -- config and secrets ----------------------------------------------------------------------------
+
+CONFIG_APP = '''
+import os
+import berth.config
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/env":
+        body = os.environ.get("GREETING", "-")
+    elif path == "/secret":
+        body = berth.config.current().secret("api_key")
+    else:
+        body = os.environ["BERTH_VERSION"]
+    data = body.encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [data]
+'''
+
+
+def test_config_and_secrets_make_releases(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("conf")
+    p.deploy(write_app(apps, "conf", "1.0.0", CONFIG_APP))
+    assert p.get("conf", "/env")[1] == "-"
+    p.berth("config", "set", "conf", "GREETING=hi there")
+    assert p.get("conf", "/env")[1] == "hi there"
+    assert live_release(p, "conf")["id"] == "v2"
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    done = p.run("config", "set", "conf", "--secret", "api_key", stdin=secret + "\n")
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout + done.stderr
+    assert p.get("conf", "/secret")[1] == secret
+    listed = p.berth("config", "list", "conf")
+    text = json.dumps(listed)
+    assert "api_key" in text and secret not in text and "hi there" in text
+    get = p.run("config", "get", "conf", "api_key")
+    assert get.returncode != 0 and "write-only" in get.stderr
+    # At rest, the secret is sealed.
+    state = (p.tmp / "berthd" / "state.redb").read_bytes()
+    assert secret.encode() not in state
+    # Rollback restores the config of the release with its code.
+    p.berth("rollback", "conf", "v1")
+    assert p.get("conf", "/env")[1] == "-"
+    assert "GREETING" not in json.dumps(p.berth("config", "list", "conf"))
+    p.berth("config", "set", "conf", "GREETING=again")
+    assert p.get("conf", "/env")[1] == "again"
+    p.berth("config", "unset", "conf", "GREETING")
+    assert p.get("conf", "/env")[1] == "-"
+    done = p.run("config", "unset", "conf", "GREETING")
+    assert done.returncode == 1 and "no config value GREETING" in done.stderr
+
+
+# -- tokens and tenants -----------------------------------------------------------------------------
+
+
+def test_an_app_token_deploys_only_its_own_app_and_revocation_ends_it(platform: Platform, apps: Path) -> None:
+    p = platform
+    mine = p.create_app("mine")
+    p.create_app("theirs")
+    p.deploy(write_app(apps, "mine", "1.0.0", HELLO), token=mine)
+    assert p.get("mine")[1].startswith("mine 1.0.0")
+    done = p.deploy(write_app(apps, "theirs", "1.0.0", HELLO), token=mine, ok=False)
+    assert "may not" in done.stdout + done.stderr
+    tokens = p.berth("tokens", "list", "mine")
+    tokens = tokens["tokens"] if isinstance(tokens, dict) else tokens
+    first = [t for t in tokens if t["label"] != "runtime (berthd)"][0]
+    p.berth("tokens", "revoke", "mine", first["id"])
+    done = p.deploy(write_app(apps, "mine", "1.0.1", HELLO), token=mine, ok=False)
+    assert "unknown token" in done.stdout + done.stderr or "not authenticated" in done.stderr
+
+
+# -- isolation ------------------------------------------------------------------------------------
+
+PROBE_APP = '''
+import os, socket
+
+def attempt(fn):
+    try:
+        fn()
+        return "allowed"
+    except OSError as e:
+        return "refused: %s" % type(e).__name__
+
+def app(environ, start_response):
+    q = environ.get("QUERY_STRING", "")
+    path = environ.get("PATH_INFO", "/")
+    if path == "/write":
+        out = attempt(lambda: open(q, "w").write("x"))
+    elif path == "/read":
+        out = attempt(lambda: open(q).read())
+    elif path == "/connect":
+        out = attempt(lambda: socket.create_connection(("127.0.0.1", int(q)), timeout=2).close())
+    elif path == "/kill":
+        out = attempt(lambda: os.kill(int(q), 0))
+    elif path == "/whoami":
+        out = "%d %d" % (os.getuid(), os.getpid())
+    else:
+        out = "ok"
+    data = out.encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [data]
+'''
+
+
+def test_apps_are_isolated_from_each_other_and_from_the_backend(platform: Platform, apps: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("app users, cgroups and the network guard need berthd to run as root")
+    p = platform
+    for name in ("left", "right"):
+        p.create_app(name)
+        p.deploy(write_app(apps, name, "1.0.0", PROBE_APP))
+    uid_l, pid_l = map(int, p.get("left", "/whoami")[1].split())
+    uid_r, _ = map(int, p.get("right", "/whoami")[1].split())
+    assert uid_l != 0 and uid_r != 0 and uid_l != uid_r
+    st = p.status("right")
+    right_pid = st["instances"][0]["pid"]
+    # Writes outside the scratch dir are refused; the scratch dir works.
+    assert p.get("left", "/write?/etc/berth-test")[1].startswith("refused")
+    bundle = p.tmp / "berthd" / "apps" / "left" / "versions" / "1.0.0" / "x.txt"
+    assert p.get("left", f"/write?{bundle}")[1].startswith("refused")
+    # The other app's files (its secrets file included) cannot be read.
+    right_runs = list((p.tmp / "berthd" / "run" / "right").iterdir())
+    secrets_file = right_runs[0] / "secrets.toml"
+    assert secrets_file.exists()
+    assert p.get("left", f"/read?{secrets_file}")[1].startswith("refused")
+    # Nor can its processes be signalled.
+    assert p.get("left", f"/kill?{right_pid}")[1].startswith("refused")
+    # The backend database and the control API are out of reach; the Berth services are not.
+    host, _, port = p.mariadb.partition(":")
+    assert p.get("left", f"/connect?{port}")[1].startswith("refused")
+    assert p.get("left", f"/connect?{p.ports['berthd']}")[1].startswith("refused")
+    assert p.get("left", f"/connect?{p.ports['query']}")[1] == "allowed"
+    assert p.get("left", f"/connect?{p.ports['cache']}")[1] == "allowed"
+
+
+# -- berthd restarts -----------------------------------------------------------------------------
+
+
+def test_apps_keep_serving_through_a_berthd_kill_and_are_readopted(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("durable")
+    p.deploy(write_app(apps, "durable", "1.0.0", HELLO))
+    before = p.status("durable")["instances"]
+    p.procs["berthd"].proc.send_signal(signal.SIGKILL)
+    p.procs["berthd"].proc.wait(10)
+    for _ in range(20):
+        assert p.get("durable")[1].startswith("durable 1.0.0")
+    p.start_berthd()
+    after = p.status("durable")["instances"]
+    assert [(i["id"], i["pid"]) for i in after] == [(i["id"], i["pid"]) for i in before]
+    # And it still deploys.
+    p.deploy(write_app(apps, "durable", "1.0.1", HELLO))
+    assert p.get("durable")[1].startswith("durable 1.0.1")
+
+
+# -- zero failed requests under load ------------------------------------------------------------
+
+
+def test_ten_deploys_and_rollbacks_under_load_fail_no_request(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("steady")
+    p.deploy(write_app(apps, "steady", "1.0.0", HELLO))
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": 0}
+    failures: list[str] = []
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", p.ports["router"]), timeout=10) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: steady.localhost\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while chunk := s.recv(4096):
+                        data += chunk
+                if data.startswith(b"HTTP/1.1 200"):
+                    counts["ok"] += 1
+                else:
+                    counts["failed"] += 1
+                    failures.append(data[:200].decode(errors="replace"))
+            except OSError as e:
+                counts["failed"] += 1
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(1, 6):
+            p.deploy(write_app(apps, "steady", f"1.0.{k}", HELLO))
+            p.berth("rollback", "steady")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert counts["failed"] == 0, failures[:5]
+    assert counts["ok"] > 100, counts
