@@ -9,5 +9,5 @@ pub mod cli;
 pub mod daemon;
 pub mod http;
 pub mod manifest;
-pub mod tarball;
 pub mod shim;
+pub mod tarball;

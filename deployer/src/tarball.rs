@@ -161,8 +161,12 @@ mod tests {
             ("dev", tar::EntryType::Char),
         ] {
             let dest = tempfile::tempdir().unwrap();
-            let err = unpack(&archive_with(name, kind, b"x"), dest.path(), &Limits::default())
-                .unwrap_err();
+            let err = unpack(
+                &archive_with(name, kind, b"x"),
+                dest.path(),
+                &Limits::default(),
+            )
+            .unwrap_err();
             assert!(matches!(err, UnpackError::Refused(_)), "{name}: {err}");
         }
         let limits = Limits {

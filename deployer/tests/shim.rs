@@ -100,6 +100,10 @@ struct Shim {
 
 impl Shim {
     fn start(dir: &Path, spec: &Spec) -> Shim {
+        Shim::start_env(dir, spec, &[])
+    }
+
+    fn start_env(dir: &Path, spec: &Spec, env: &[(&str, &str)]) -> Shim {
         let spec_file = dir.join("spec.json");
         fs::write(&spec_file, serde_json::to_vec(spec).unwrap()).unwrap();
         let out = dir.join("shim.out");
@@ -110,6 +114,7 @@ impl Shim {
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(dir.join("shim.err")).unwrap())
             .process_group(0)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         Shim {
@@ -164,6 +169,22 @@ impl Shim {
                 return out;
             }
             assert!(Instant::now() < deadline, "no {needle:?} in output:\n{out}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for a line that is exactly `line` (not just mentioned in the shim's own lines).
+    fn wait_line(&self, line: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if out.lines().any(|l| l == line) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line {line:?} in output:\n{out}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -307,7 +328,7 @@ fn sigterm_stops_the_whole_group_within_the_grace() {
     spec.stop_grace_ms = 700;
     let mut shim = Shim::start(dir.path(), &spec);
     let s = shim.running();
-    shim.wait_output("ready", Duration::from_secs(5));
+    shim.wait_line("ready", Duration::from_secs(5));
     let bg: Vec<i32> = fs::read_to_string(spec.scratch_dir.join("bg"))
         .unwrap()
         .lines()
@@ -342,7 +363,7 @@ fn graceful_app_exits_on_sigterm_quickly() {
     spec.stop_grace_ms = 10_000;
     let mut shim = Shim::start(dir.path(), &spec);
     shim.running();
-    shim.wait_output("ready", Duration::from_secs(5));
+    shim.wait_line("ready", Duration::from_secs(5));
     let (code, took) = shim.stop();
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(3), "{took:?}");
@@ -356,7 +377,7 @@ fn kill9_takes_the_app_down(mode: SandboxMode) {
     spec.sandbox.mode = mode;
     let shim = Shim::start(dir.path(), &spec);
     let s = shim.running();
-    shim.wait_output("ready", Duration::from_secs(10));
+    shim.wait_line("ready", Duration::from_secs(10));
     let child = s.child_pid.unwrap() as i32;
     let descendants = shim::procs::descendants(child);
     shim.signal(libc::SIGKILL);
@@ -449,7 +470,7 @@ fn runs_as_the_app_user() {
     spec.limits.nofile = Some(123);
     let mut shim = Shim::start(dir.path(), &spec);
     let s = shim.running();
-    let out = shim.wait_output("cwd-readonly", Duration::from_secs(5));
+    let out = shim.wait_line("cwd-readonly", Duration::from_secs(5));
     assert!(
         out.contains(&format!("ids:{}:{}:{}\n", user.uid, user.gid, user.gid)),
         "{out}"
@@ -488,7 +509,7 @@ fn memory_cgroup_limit_kills_a_hog() {
     let dir = tempdir();
     let hog = "import sys\nprint('hogging', flush=True)\nx = []\nwhile True:\n    x.append(bytearray(8 << 20))\n";
     let mut spec = base_spec(dir.path(), &[PYTHON, "-c", hog]);
-    let parent = format!("berth-test-{}", std::process::id());
+    let parent = format!("berth-test-{}-mem", std::process::id());
     spec.limits = Limits {
         memory_bytes: Some(64 << 20),
         cpu: Some(0.5),
@@ -610,7 +631,7 @@ while true; do sleep 0.05; done
     let mut shim = Shim::start(dir.path(), &spec);
     let s = shim.running();
     assert_eq!(s.sandbox, "bwrap");
-    let out = shim.wait_output("ready", Duration::from_secs(10));
+    let out = shim.wait_line("ready", Duration::from_secs(10));
     for want in [
         "hidden-ok",
         "bundle-ro-ok",
@@ -621,7 +642,7 @@ while true; do sleep 0.05; done
         assert!(out.contains(want), "no {want} in:\n{out}");
     }
     assert!(
-        !out.contains("LEAK") && !out.contains("BUNDLE-WRITABLE"),
+        !out.lines().any(|l| l == "LEAK" || l == "BUNDLE-WRITABLE"),
         "{out}"
     );
     assert!(spec.scratch_dir.join("ok").exists());
@@ -637,11 +658,9 @@ while true; do sleep 0.05; done
 
 /// A fake collector speaking the JSON-lines protocol with acks. The first connection is cut
 /// after one event without an ack (the shim must resend); later ones ack every read.
-fn fake_collector() -> (
-    SocketAddr,
-    Arc<Mutex<Vec<serde_json::Value>>>,
-    Arc<Mutex<Vec<serde_json::Value>>>,
-) {
+type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
+fn fake_collector() -> (SocketAddr, Seen, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -722,10 +741,14 @@ fn logs_reach_the_collector_with_acks() {
         (err1["stream"].as_str(), err1["level"].as_str()),
         (Some("stderr"), Some("warning"))
     );
-    let shim_line = evs.iter().find(|e| e["stream"] == "shim").unwrap();
-    assert_eq!(
-        shim_line["message"],
-        "exited with exit 0; restarting in 60000ms"
+    let shim_lines: Vec<&str> = (evs.iter())
+        .filter(|e| e["stream"] == "shim")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(shim_lines[0].starts_with("supervising "), "{shim_lines:?}");
+    assert!(
+        shim_lines.contains(&"exited with exit 0; restarting in 60000ms"),
+        "{shim_lines:?}"
     );
     let hello = hellos.lock().unwrap()[0].clone();
     assert_eq!(hello["hello"]["app"], "shimtest");
@@ -760,7 +783,7 @@ fn logs_without_a_collector_are_queued_and_stop_is_bounded() {
     });
     let mut shim = Shim::start(dir.path(), &spec);
     shim.running();
-    shim.wait_output("hello", Duration::from_secs(5));
+    shim.wait_line("hello", Duration::from_secs(5));
     let (code, took) = shim.stop();
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -872,4 +895,228 @@ c, _ = s.accept(); c.settimeout(3); c.sendall(c.recv(10).upper()); c.close()
 fn app_users_need_a_valid_name() {
     assert!(ensure_app_user("Bad Name", "app-").is_err());
     assert!(ensure_app_user(&"x".repeat(40), "app-").is_err());
+}
+
+/// The real log collector binary, when built in this target dir (`cargo build -p
+/// log-collector`) or named by `BERTH_LOG_COLLECTOR`.
+fn collector_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_LOG_COLLECTOR") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("log-collector");
+    p.is_file().then_some(p)
+}
+
+struct Collector {
+    child: Child,
+    json: String,
+    http: String,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_collector(bin: &Path, dir: &Path, app: &str, token: &str) -> Collector {
+    let tenants = dir.join("tenants.toml");
+    fs::write(
+        &tenants,
+        format!("[[app]]\nname = \"{app}\"\ntoken = \"{token}\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir.join("logs"))
+        .args([
+            "--listen-json",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen-syslog", "", "--listen-otlp", ""])
+        .args(["--admin-listen", "127.0.0.1:0", "--tenants"])
+        .arg(&tenants)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(dir.join("collector.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut json, mut http) = (String::new(), String::new());
+    let mut line = String::new();
+    while json.is_empty() || http.is_empty() {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "collector exited");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["LISTEN", "json", a] => json = a.to_string(),
+            ["LISTEN", "http", a] => http = a.to_string(),
+            _ => {}
+        }
+    }
+    thread::spawn(move || for _ in out.lines() {});
+    Collector { child, json, http }
+}
+
+fn http_events(addr: &str, app: &str, token: &str) -> serde_json::Value {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET /v1/apps/{app}/events?limit=1000 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut c, &mut resp).unwrap();
+    let body = &resp[resp.find("\r\n\r\n").expect("http response") + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"))
+}
+
+#[test]
+fn logs_reach_the_real_collector() {
+    let Some(bin) = collector_binary() else {
+        println!("SKIPPED logs_reach_the_real_collector: no log-collector binary (cargo build -p log-collector, or set BERTH_LOG_COLLECTOR)");
+        return;
+    };
+    let dir = tempdir();
+    let token = "shimtest-token-0123456789abcdef";
+    let collector = start_collector(&bin, dir.path(), "shimtest", token);
+    let script = "echo first; echo second >&2; printf 'no newline'; exit 4";
+    let mut spec = base_spec(dir.path(), &[SH, "-c", script]);
+    spec.log = Some(LogTarget {
+        addr: collector.json.clone(),
+        token: token.into(),
+    });
+    spec.restart.initial_backoff_ms = 60_000;
+    spec.restart.max_backoff_ms = 60_000;
+    let mut shim = Shim::start(dir.path(), &spec);
+    // supervising + 3 lines + the exit line
+    shim.wait_state("5 lines shipped", Duration::from_secs(15), |s| {
+        s.log_shipped >= 5
+    });
+    let body = http_events(&collector.http, "shimtest", token);
+    let events = body["events"].as_array().unwrap();
+    let find = |m: &str| events.iter().find(|e| e["message"] == m).cloned();
+    let first = find("first").unwrap_or_else(|| panic!("no 'first' in {body}"));
+    assert_eq!(first["level"], "info");
+    let second = find("second").unwrap();
+    assert_eq!(second["level"], "warning");
+    assert!(find("no newline").is_some(), "{body}");
+    assert!(
+        find("exited with exit 4; restarting in 60000ms").is_some(),
+        "{body}"
+    );
+    assert_eq!(shim.stop().0, Some(0));
+    let s = shim.state().unwrap();
+    assert_eq!(s.log_dropped, 0, "{s:#?}");
+
+    // A wrong token: refused at the hello, nothing shipped, the app runs on.
+    let dir2 = tempdir();
+    let mut spec = base_spec(dir2.path(), &[SH, "-c", "echo hi; exec sleep 1000"]);
+    spec.log = Some(LogTarget {
+        addr: collector.json.clone(),
+        token: "wrong".into(),
+    });
+    let mut shim = Shim::start(dir2.path(), &spec);
+    shim.running();
+    shim.wait_line("hi", Duration::from_secs(5));
+    thread::sleep(Duration::from_millis(500));
+    let err = fs::read_to_string(dir2.path().join("shim.err")).unwrap();
+    assert!(err.contains("hello refused"), "{err}");
+    assert_eq!(shim.stop().0, Some(0));
+    assert_eq!(shim.state().unwrap().log_shipped, 0);
+}
+
+#[test]
+fn sandbox_always_without_bwrap_fails_the_start_and_auto_falls_back() {
+    let dir = tempdir();
+    let mut spec = base_spec(dir.path(), &[SH, "-c", "echo ran; exec sleep 1000"]);
+    spec.sandbox.mode = SandboxMode::Always;
+    let no_bwrap = [("BERTH_BWRAP", "/nonexistent/bwrap")];
+    let mut shim = Shim::start_env(dir.path(), &spec, &no_bwrap);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(st) = shim.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "shim did not give up");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(2));
+    let s = shim.state().unwrap();
+    assert_eq!(s.state, "stopped");
+    assert_eq!(s.child_pid, None);
+    assert!(
+        s.sandbox
+            .starts_with("none: sandbox mode always: bwrap not found"),
+        "{s:#?}"
+    );
+    assert!(s.last_exit.unwrap().starts_with("not started"));
+    assert!(!shim.output().lines().any(|l| l == "ran"));
+
+    let dir = tempdir();
+    let mut spec = base_spec(dir.path(), &[SH, "-c", "echo ran; exec sleep 1000"]);
+    spec.sandbox.mode = SandboxMode::Auto;
+    let shim = Shim::start_env(dir.path(), &spec, &no_bwrap);
+    let s = shim.running();
+    assert_eq!(
+        s.sandbox,
+        "none: bwrap not found (Debian package bubblewrap)"
+    );
+    shim.wait_line("ran", Duration::from_secs(5));
+}
+
+#[test]
+fn sandbox_auto_uses_bwrap_when_it_works() {
+    if shim::sandbox::find_bwrap().is_none() {
+        println!("SKIPPED sandbox_auto_uses_bwrap_when_it_works: no bwrap");
+        return;
+    }
+    let dir = tempdir();
+    let mut spec = base_spec(dir.path(), &[SH, "-c", "echo pid:$$; exec sleep 1000"]);
+    spec.sandbox.mode = SandboxMode::Auto;
+    let shim = Shim::start(dir.path(), &spec);
+    let s = shim.running();
+    assert_eq!(s.sandbox, "bwrap");
+    shim.wait_line("pid:2", Duration::from_secs(5));
+}
+
+#[test]
+fn a_stale_process_in_the_instance_cgroup_is_killed_on_start() {
+    if skip_unless_root("a_stale_process_in_the_instance_cgroup_is_killed_on_start") {
+        return;
+    }
+    if !Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        println!("SKIPPED a_stale_process_in_the_instance_cgroup_is_killed_on_start: v1 only");
+        return;
+    }
+    let dir = tempdir();
+    let mut spec = base_spec(dir.path(), &["sleep", "1000"]);
+    let parent = format!("berth-test-{}-stale", std::process::id());
+    spec.limits.cgroup_parent = Some(format!("{parent}/stale"));
+    let cg = Path::new("/sys/fs/cgroup/memory/")
+        .join(&parent)
+        .join("stale")
+        .join(&spec.instance);
+    fs::create_dir_all(&cg).unwrap();
+    let mut stale = Command::new("sleep").arg("1000").spawn().unwrap();
+    fs::write(cg.join("cgroup.procs"), stale.id().to_string()).unwrap();
+    let mut shim = Shim::start(dir.path(), &spec);
+    shim.running();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stale.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "stale process survived");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(shim.stop().0, Some(0));
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/pids",
+    ] {
+        let _ = fs::remove_dir(Path::new(root).join(&parent).join("stale"));
+        let _ = fs::remove_dir(Path::new(root).join(&parent));
+    }
 }

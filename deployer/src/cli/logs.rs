@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::http::{self, BaseUrl};
 
 /// Arguments of `berth logs`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
     /// The app.
     pub app: String,
@@ -55,6 +55,9 @@ pub struct LogsArgs {
     /// App or operator token.
     #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the token (e.g. berthd's data_dir/operator-token).
+    #[arg(long, env = "BERTH_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +71,21 @@ struct Page {
 
 /// Runs `berth logs`.
 pub fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let owned;
+    let args = match (&args.token, &args.token_file) {
+        (None, Some(path)) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string();
+            owned = LogsArgs {
+                token: Some(token),
+                ..args.clone()
+            };
+            &owned
+        }
+        _ => args,
+    };
     let base = BaseUrl::parse(&args.url)?;
     let filters = filter_query(args);
     let stdout = io::stdout();
@@ -156,7 +174,7 @@ fn check_status(status: u16, body: &str, args: &LogsArgs) -> anyhow::Result<()> 
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| body.trim().to_owned());
     let hint = match status {
-        401 | 403 => " (set BERTH_TOKEN or --token to the app's or an operator's token)",
+        401 | 403 => " (set BERTH_TOKEN, BERTH_TOKEN_FILE, --token or --token-file to the app's or an operator's token)",
         _ => "",
     };
     bail!("{} answered {status}: {msg}{hint}", args.url)

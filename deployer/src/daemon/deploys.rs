@@ -35,7 +35,10 @@ where
             },
             Ok(Outcome::Noop(r)) => api::Progress {
                 phase: "done".into(),
-                message: format!("{app} {} is live already with the same content; nothing to do", r.version),
+                message: format!(
+                    "{app} {} is live already with the same content; nothing to do",
+                    r.version
+                ),
                 done: true,
                 noop: true,
                 release: Some(super::engine::run_release_message(&r)),
@@ -74,7 +77,9 @@ fn tokio_stream_from(
 }
 
 fn valid_sha(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[tonic::async_trait]
@@ -180,18 +185,22 @@ impl api::deploys_server::Deploys for Control {
         self.state.app(&r.app).map_err(status)?;
         let actor = caller.actor();
         let app = r.app.clone();
-        Ok(Response::new(run_change(self.engine.clone(), app, move |e, tx| async move {
-            e.deploy(
-                &actor,
-                &r.app,
-                &r.bundle_sha256.to_ascii_lowercase(),
-                r.no_promote,
-                r.allow_downgrade,
-                &r.reason,
-                &tx,
-            )
-            .await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            app,
+            move |e, tx| async move {
+                e.deploy(
+                    &actor,
+                    &r.app,
+                    &r.bundle_sha256.to_ascii_lowercase(),
+                    r.no_promote,
+                    r.allow_downgrade,
+                    &r.reason,
+                    &tx,
+                )
+                .await
+            },
+        )))
     }
 
     async fn list_versions(
@@ -217,7 +226,10 @@ impl api::deploys_server::Deploys for Control {
                         "live"
                     } else if v.state == "failed" {
                         "failed"
-                    } else if instances.iter().any(|i| i.version == v.version && i.role == "warm") {
+                    } else if instances
+                        .iter()
+                        .any(|i| i.version == v.version && i.role == "warm")
+                    {
                         "warm"
                     } else {
                         "stopped"
@@ -267,9 +279,14 @@ impl api::deploys_server::Deploys for Control {
         let r = req.get_ref().clone();
         let actor = self.for_app(&req, &r.app)?.actor();
         self.state.app(&r.app).map_err(status)?;
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.promote(&actor, &r.app, &r.target, r.allow_downgrade, &r.reason, &tx).await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move {
+                e.promote(&actor, &r.app, &r.target, r.allow_downgrade, &r.reason, &tx)
+                    .await
+            },
+        )))
     }
 
     type RollbackStream = ProgressStream;
@@ -281,9 +298,11 @@ impl api::deploys_server::Deploys for Control {
         let r = req.get_ref().clone();
         let actor = self.for_app(&req, &r.app)?.actor();
         self.state.app(&r.app).map_err(status)?;
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.rollback(&actor, &r.app, &r.release, &r.reason, &tx).await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move { e.rollback(&actor, &r.app, &r.release, &r.reason, &tx).await },
+        )))
     }
 
     async fn status(
@@ -308,9 +327,11 @@ impl api::deploys_server::Deploys for Control {
         let r = req.get_ref().clone();
         let actor = self.for_app(&req, &r.app)?.actor();
         self.state.app(&r.app).map_err(status)?;
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.scale(&actor, &r.app, r.instances, &tx).await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move { e.scale(&actor, &r.app, r.instances, &tx).await },
+        )))
     }
 
     type RestartStream = ProgressStream;
@@ -322,9 +343,11 @@ impl api::deploys_server::Deploys for Control {
         let r = req.get_ref().clone();
         let actor = self.for_app(&req, &r.app)?.actor();
         self.state.app(&r.app).map_err(status)?;
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.restart(&actor, &r.app, &r.reason, &tx).await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move { e.restart(&actor, &r.app, &r.reason, &tx).await },
+        )))
     }
 }
 
@@ -340,16 +363,26 @@ impl api::config_server::Config for Control {
         let actor = self.for_app(&req, &r.app)?.actor();
         self.state.app(&r.app).map_err(status)?;
         if r.values.is_empty() {
-            return Err(Status::invalid_argument("values: give at least one KEY=VALUE"));
+            return Err(Status::invalid_argument(
+                "values: give at least one KEY=VALUE",
+            ));
         }
         for v in &r.values {
             super::engine::check_config_key(&v.key, v.secret).map_err(Status::invalid_argument)?;
         }
-        let set: Vec<(String, String, bool)> =
-            r.values.into_iter().map(|v| (v.key, v.value, v.secret)).collect();
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.set_config(&actor, &r.app, set, vec![], &r.reason, &tx).await
-        })))
+        let set: Vec<(String, String, bool)> = r
+            .values
+            .into_iter()
+            .map(|v| (v.key, v.value, v.secret))
+            .collect();
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move {
+                e.set_config(&actor, &r.app, set, vec![], &r.reason, &tx)
+                    .await
+            },
+        )))
     }
 
     type UnsetConfigStream = ProgressStream;
@@ -364,9 +397,14 @@ impl api::config_server::Config for Control {
         if r.keys.is_empty() {
             return Err(Status::invalid_argument("keys: name at least one"));
         }
-        Ok(Response::new(run_change(self.engine.clone(), r.app.clone(), move |e, tx| async move {
-            e.set_config(&actor, &r.app, vec![], r.keys.clone(), &r.reason, &tx).await
-        })))
+        Ok(Response::new(run_change(
+            self.engine.clone(),
+            r.app.clone(),
+            move |e, tx| async move {
+                e.set_config(&actor, &r.app, vec![], r.keys.clone(), &r.reason, &tx)
+                    .await
+            },
+        )))
     }
 
     async fn list_config(

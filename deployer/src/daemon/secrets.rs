@@ -77,13 +77,23 @@ impl Sealer {
     pub fn open(&self, app: &str, sealed: &str) -> anyhow::Result<String> {
         let raw = sealed
             .strip_prefix("v1:")
-            .and_then(|b| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(b)
+                    .ok()
+            })
             .filter(|r| r.len() > 24)
             .ok_or_else(|| anyhow!("not a sealed value"))?;
         let (nonce, ct) = raw.split_at(24);
         let plain = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: app.as_bytes() })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: app.as_bytes(),
+                },
+            )
             .map_err(|_| anyhow!("a secret of {app} does not open with this secrets key"))?;
         String::from_utf8(plain).map_err(|_| anyhow!("a secret of {app} is not UTF-8"))
     }
@@ -99,10 +109,17 @@ mod tests {
         let path = dir.path().join("secrets.key");
         let s = Sealer::load_or_create(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let sealed = s.seal("shop", "hunter2");
         assert!(!sealed.contains("hunter2"));
-        assert_ne!(s.seal("shop", "hunter2"), sealed, "a fresh nonce every time");
+        assert_ne!(
+            s.seal("shop", "hunter2"),
+            sealed,
+            "a fresh nonce every time"
+        );
         assert_eq!(s.open("shop", &sealed).unwrap(), "hunter2");
         assert!(s.open("blog", &sealed).is_err());
         let again = Sealer::load_or_create(&path).unwrap();

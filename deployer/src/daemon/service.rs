@@ -262,9 +262,10 @@ impl api::apps_server::Apps for Control {
             )));
         }
         self.state.app(&r.name).map_err(status)?;
-        self.engine.destroy(&r.name).await.map_err(|e| {
-            Status::internal(format!("removing {}'s data: {e:#}", r.name))
-        })?;
+        self.engine
+            .destroy(&r.name)
+            .await
+            .map_err(|e| Status::internal(format!("removing {}'s data: {e:#}", r.name)))?;
         self.state
             .destroy_app(&caller.actor(), &r.name)
             .await

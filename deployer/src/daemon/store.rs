@@ -181,8 +181,10 @@ impl Batch {
         self
     }
     pub fn run(mut self, r: &AppRun) -> Self {
-        self.runs
-            .push((r.app.clone(), Some(serde_json::to_string(r).expect("serialisable"))));
+        self.runs.push((
+            r.app.clone(),
+            Some(serde_json::to_string(r).expect("serialisable")),
+        ));
         self
     }
     pub fn instance(mut self, i: &InstanceRecord) -> Self {
@@ -196,7 +198,13 @@ impl Batch {
         self.instances.push((key(app, id), None));
         self
     }
-    pub fn event(mut self, actor: &str, app: &str, action: &str, detail: impl Into<String>) -> Self {
+    pub fn event(
+        mut self,
+        actor: &str,
+        app: &str,
+        action: &str,
+        detail: impl Into<String>,
+    ) -> Self {
         self.event = Some((actor.into(), app.into(), action.into(), detail.into()));
         self
     }
@@ -352,7 +360,11 @@ impl State {
         let next;
         {
             let mut t = tx.open_table(META).map_err(storage)?;
-            let cur = t.get(name).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+            let cur = t
+                .get(name)
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             next = (cur + 1).max(at_least);
             t.insert(name, next).map_err(storage)?;
         }

@@ -49,8 +49,15 @@ impl Cgroup {
     pub fn remove(&self) -> Result<(), String> {
         let me = std::process::id().to_string();
         for (dir, prev) in self.dirs.iter().zip(&self.previous) {
-            let back = prev.clone().unwrap_or_else(|| hierarchy_root(dir));
-            let _ = fs::write(back.join("cgroup.procs"), &me);
+            // Back where it was; if that fails (v2: it has children with controllers now),
+            // to the hierarchy's root, which takes processes in any case.
+            let root = hierarchy_root(dir);
+            let moved = prev
+                .as_ref()
+                .is_some_and(|p| fs::write(p.join("cgroup.procs"), &me).is_ok());
+            if !moved {
+                let _ = fs::write(root.join("cgroup.procs"), &me);
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut first_err = None;
@@ -88,6 +95,17 @@ fn hierarchy_root(dir: &Path) -> PathBuf {
     {
         Some(c) => root.join(c),
         None => root.to_path_buf(),
+    }
+}
+
+/// SIGKILLs what a previous shim of the same instance left in the group (after a kill -9 of
+/// that shim, the app's own children can outlive it).
+fn kill_stale(dir: &Path) {
+    let me = std::process::id() as i32;
+    for pid in procs_in(dir) {
+        if pid != me {
+            procs::kill(pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -177,6 +195,7 @@ fn setup_v1(rel: &Path, limits: &Limits) -> (Option<Cgroup>, Option<String>) {
             errors.push(format!("creating {}: {e}", dir.display()));
             continue;
         }
+        kill_stale(&dir);
         let applied = match ctrl {
             "memory" => {
                 let v = limits
@@ -231,6 +250,7 @@ fn setup_v2(rel: &Path, limits: &Limits) -> (Option<Cgroup>, Option<String>) {
     if let Err(e) = fs::create_dir_all(&dir) {
         return (None, Some(format!("creating {}: {e}", dir.display())));
     }
+    kill_stale(&dir);
     let mut errors = Vec::new();
     // Enable the controllers on every ancestor's subtree_control, root down to the parent.
     let mut ancestor = root.clone();

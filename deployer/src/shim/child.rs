@@ -298,6 +298,6 @@ mod tests {
             .all(|l| l.len() <= MAX_LINE && !l.contains('\u{fffd}')));
         assert_eq!(out.concat(), format!("{long}x"));
         let exact = "y".repeat(MAX_LINE);
-        assert_eq!(split(&[format!("{exact}\n").as_bytes()]), [exact.clone()]);
+        assert_eq!(split(&[format!("{exact}\n").as_bytes()]), [exact]);
     }
 }

@@ -18,7 +18,7 @@ pub mod users;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -108,6 +108,19 @@ pub fn main() -> ExitCode {
 /// Empties the scratch dir and re-creates it owned by the app user, mode 0700.
 fn prepare_scratch(spec: &Spec) -> std::io::Result<()> {
     let dir = &spec.scratch_dir;
+    // It is removed recursively: refuse anything but an absolute, plain path at least two
+    // levels deep that is not the bundle or above it.
+    let plain = dir.is_absolute()
+        && dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && dir.components().count() >= 3;
+    if !plain || spec.cwd.starts_with(dir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "refusing to empty it: not an absolute plain path two levels deep, or holds the cwd",
+        ));
+    }
     match fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -220,6 +233,19 @@ impl Supervisor {
         };
         self.state.sandbox = decision.describe();
         self.write_state();
+        let cg = match (&self.state.cgroup, &self.state.cgroup_error) {
+            (Some(p), None) => p.clone(),
+            (Some(p), Some(e)) => format!("{p} ({e})"),
+            (None, Some(e)) => format!("none ({e})"),
+            (None, None) => "none".to_string(),
+        };
+        self.shipper.shim_line(
+            "info",
+            &format!(
+                "supervising {:?}; sandbox: {}; cgroup: {cg}",
+                self.spec.argv, self.state.sandbox
+            ),
+        );
         self.supervise(&decision);
         self.finish();
         0

@@ -27,8 +27,16 @@ impl Decision {
     }
 }
 
-/// Looks `bwrap` up on the shim's PATH (then /usr/bin and /bin).
+/// The environment variable that names the bwrap binary to use instead of a PATH lookup
+/// (empty or not executable: as if bwrap were not installed).
+pub const BWRAP_ENV: &str = "BERTH_BWRAP";
+
+/// Looks `bwrap` up: `$BERTH_BWRAP` if set, else the shim's PATH, then /usr/bin and /bin.
 pub fn find_bwrap() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(BWRAP_ENV) {
+        let p = PathBuf::from(p);
+        return is_executable(&p).then_some(p);
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
@@ -90,7 +98,7 @@ pub fn decide(spec: &Spec) -> Result<Decision, String> {
         return Ok(Decision::None("sandbox mode never".into()));
     }
     let Some(bwrap) = find_bwrap() else {
-        let why = "bwrap not found on PATH (Debian package bubblewrap)".to_string();
+        let why = "bwrap not found (Debian package bubblewrap)".to_string();
         return match spec.sandbox.mode {
             SandboxMode::Always => Err(format!("sandbox mode always: {why}")),
             _ => Ok(Decision::None(why)),
@@ -115,13 +123,12 @@ pub fn bwrap_argv(bwrap: &Path, spec: &Spec) -> Vec<OsString> {
     push(&["--dev".as_ref(), "/dev".as_ref()]);
     push(&["--proc".as_ref(), "/proc".as_ref()]);
     push(&["--tmpfs".as_ref(), "/tmp".as_ref()]);
-    for h in &spec.sandbox.hide {
+    // Paths that do not exist are left out (bwrap could not create them on a read-only /).
+    for h in spec.sandbox.hide.iter().filter(|p| p.exists()) {
         push(&["--tmpfs".as_ref(), h.as_os_str()]);
     }
-    let mut ro: Vec<&Path> = spec
-        .sandbox
-        .read_only
-        .iter()
+    let mut ro: Vec<&Path> = (spec.sandbox.read_only.iter())
+        .filter(|p| p.exists())
         .map(PathBuf::as_path)
         .collect();
     if !ro.contains(&spec.cwd.as_path()) {

@@ -22,7 +22,9 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             // The state follows the last ')' (the command may hold spaces and parens).
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -106,8 +108,14 @@ impl Engine {
         set("BERTH_INSTANCE", id.to_string());
         set("BERTH_RELEASE", format!("v{}", release.number));
         set("BERTH_ENTRY", m.entry.clone());
-        set("BERTH_SCRATCH_DIR", dir.join("scratch").display().to_string());
-        set("BERTH_SECRETS_FILE", dir.join("secrets.toml").display().to_string());
+        set(
+            "BERTH_SCRATCH_DIR",
+            dir.join("scratch").display().to_string(),
+        );
+        set(
+            "BERTH_SECRETS_FILE",
+            dir.join("secrets.toml").display().to_string(),
+        );
         if wants("cache") {
             set("BERTH_CACHE_SERVERS", s.cache.clone());
         }
@@ -220,7 +228,17 @@ impl Engine {
             "--threads".into(),
             m.resources.threads.to_string(),
         ];
-        let spec = self.shim_spec(app, &version.version, &id, argv, env, &bundle, &dir, user, m)?;
+        let spec = self.shim_spec(
+            app,
+            &version.version,
+            &id,
+            argv,
+            env,
+            &bundle,
+            &dir,
+            user,
+            m,
+        )?;
         let spec_path = dir.join("spec.json");
         std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
         self.spawn_shim(&dir)?;
@@ -252,7 +270,11 @@ impl Engine {
         m: &crate::manifest::Manifest,
     ) -> anyhow::Result<shim::Spec> {
         let tenant_limits = self.tenant_limits(app);
-        let memory = m.resources.memory.as_u64().saturating_mul(u64::from(m.resources.processes));
+        let memory = m
+            .resources
+            .memory
+            .as_u64()
+            .saturating_mul(u64::from(m.resources.processes));
         let memory = match tenant_limits.max_memory {
             Some(cap) => memory.min(cap),
             None => memory,
@@ -335,6 +357,17 @@ impl Engine {
     /// Stops an instance: SIGTERM to its shim (which gives the app `drain`), then waits for
     /// the shim to end (SIGKILL after `grace` more), and removes its run directory.
     pub(super) async fn stop_instance(&self, rec: &InstanceRecord, grace: Duration) {
+        self.halt_instance(rec, grace).await;
+        let _ = std::fs::remove_dir_all(&rec.dir);
+        let _ = self
+            .state
+            .commit(crate::daemon::store::Batch::new().remove_instance(&rec.app, &rec.id));
+        self.health.lock().remove(&health_key(&rec.app, &rec.id));
+    }
+
+    /// Stops an instance's processes but keeps its record and run directory (berthd's
+    /// `stop_apps_on_exit`: the next start brings it back).
+    pub(super) async fn halt_instance(&self, rec: &InstanceRecord, grace: Duration) {
         if let Some(pid) = shim_alive(rec) {
             // SAFETY: kill(2) with a pid we read from the shim's state and checked is ours.
             unsafe {
@@ -352,11 +385,6 @@ impl Engine {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&rec.dir);
-        let _ = self.state.commit(
-            crate::daemon::store::Batch::new().remove_instance(&rec.app, &rec.id),
-        );
-        self.health.lock().remove(&health_key(&rec.app, &rec.id));
     }
 }
 
@@ -368,8 +396,7 @@ pub fn health_key(app: &str, id: &str) -> String {
 /// A config key as a TOML key.
 fn toml_key(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         k.to_string()

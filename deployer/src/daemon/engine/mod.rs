@@ -80,6 +80,8 @@ pub struct Engine {
     router_token: Option<String>,
     route_push: tokio::sync::Mutex<()>,
     router_floor: AtomicU64,
+    /// The last push failed: the monitor pushes again until one succeeds.
+    routes_dirty: std::sync::atomic::AtomicBool,
     reserved_ports: Mutex<HashSet<u16>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     activity: Mutex<HashMap<String, String>>,
@@ -147,7 +149,11 @@ impl Engine {
         if isolation {
             use std::os::unix::fs::PermissionsExt;
             // App users traverse these to their own files, and list nothing.
-            for d in [cfg.data_dir.clone(), cfg.data_dir.join("apps"), cfg.data_dir.join("run")] {
+            for d in [
+                cfg.data_dir.clone(),
+                cfg.data_dir.join("apps"),
+                cfg.data_dir.join("run"),
+            ] {
                 std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))?;
             }
         }
@@ -158,6 +164,7 @@ impl Engine {
             router_token,
             route_push: tokio::sync::Mutex::new(()),
             router_floor: AtomicU64::new(0),
+            routes_dirty: std::sync::atomic::AtomicBool::new(false),
             reserved_ports: Mutex::new(HashSet::new()),
             locks: Mutex::new(HashMap::new()),
             activity: Mutex::new(HashMap::new()),
@@ -200,12 +207,20 @@ impl Engine {
 
     /// Where an uploaded bundle is kept.
     pub fn bundle_path(&self, sha256: &str) -> PathBuf {
-        self.cfg.data_dir.join("bundles").join(format!("{sha256}.tar"))
+        self.cfg
+            .data_dir
+            .join("bundles")
+            .join(format!("{sha256}.tar"))
     }
 
     /// The unpacked, read-only files of a version.
     pub fn version_dir(&self, app: &str, version: &str) -> PathBuf {
-        self.cfg.data_dir.join("apps").join(app).join("versions").join(version)
+        self.cfg
+            .data_dir
+            .join("apps")
+            .join(app)
+            .join("versions")
+            .join(version)
     }
 
     /// The app's caps from its tenant entry.

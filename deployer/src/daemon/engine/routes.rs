@@ -60,8 +60,30 @@ impl Engine {
         })
     }
 
-    /// Pushes `table` to the router with the next generation.
-    pub(super) async fn push_routes(&self, mut table: RouteTable) -> anyhow::Result<()> {
+    /// Pushes `table` to the router with the next generation; a failure marks the routes
+    /// dirty, and [`Engine::repush_routes`] tries again.
+    pub(super) async fn push_routes(&self, table: RouteTable) -> anyhow::Result<()> {
+        let r = self.push_routes_once(table).await;
+        self.routes_dirty
+            .store(r.is_err(), std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    /// Pushes the current table again if the last push failed (the router was down).
+    pub(super) async fn repush_routes(&self) {
+        if !self.routes_dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        match self.route_table(None) {
+            Ok(t) => match self.push_routes(t).await {
+                Ok(()) => tracing::info!("berth-router has the route table again"),
+                Err(e) => tracing::debug!("the router is still unreachable: {e:#}"),
+            },
+            Err(e) => tracing::error!("building the route table: {e:#}"),
+        }
+    }
+
+    async fn push_routes_once(&self, mut table: RouteTable) -> anyhow::Result<()> {
         let Some(admin) = self.cfg.router.admin_url.clone().filter(|u| !u.is_empty()) else {
             return Ok(());
         };
@@ -72,9 +94,15 @@ impl Engine {
             .next_counter("route_generation", floor + 1)
             .map_err(|e| anyhow!("{e}"))?;
         let body = serde_json::to_vec(&table)?;
-        let (status, text) = http(&admin, "PUT", "/v1/routes", self.router_token.as_deref(), &body)
-            .await
-            .with_context(|| format!("pushing routes to berth-router at {admin}"))?;
+        let (status, text) = http(
+            &admin,
+            "PUT",
+            "/v1/routes",
+            self.router_token.as_deref(),
+            &body,
+        )
+        .await
+        .with_context(|| format!("pushing routes to berth-router at {admin}"))?;
         if status == 409 {
             // The router has a newer table (berthd's state was restored from a backup, or
             // another berthd fed it): jump past its generation and push again.
@@ -89,13 +117,23 @@ impl Engine {
                 .next_counter("route_generation", current + 1)
                 .map_err(|e| anyhow!("{e}"))?;
             let body = serde_json::to_vec(&table)?;
-            let (status, text) =
-                http(&admin, "PUT", "/v1/routes", self.router_token.as_deref(), &body).await?;
+            let (status, text) = http(
+                &admin,
+                "PUT",
+                "/v1/routes",
+                self.router_token.as_deref(),
+                &body,
+            )
+            .await?;
             if status != 200 {
-                return Err(anyhow!("berth-router refused the route table: {status} {text}"));
+                return Err(anyhow!(
+                    "berth-router refused the route table: {status} {text}"
+                ));
             }
         } else if status != 200 {
-            return Err(anyhow!("berth-router refused the route table: {status} {text}"));
+            return Err(anyhow!(
+                "berth-router refused the route table: {status} {text}"
+            ));
         }
         Ok(())
     }

@@ -13,9 +13,7 @@ use super::instances::{health_key, shim_alive, shim_state};
 use super::{probe, say, Engine, Fail, Health, Tx};
 use crate::bundle;
 use crate::daemon::state::now_ms;
-use crate::daemon::store::{
-    Batch, ConfigSnapshot, InstanceRecord, ReleaseRecord, VersionRecord,
-};
+use crate::daemon::store::{Batch, ConfigSnapshot, InstanceRecord, ReleaseRecord, VersionRecord};
 use crate::manifest::Manifest;
 
 /// How a change ended well.
@@ -96,7 +94,11 @@ impl Engine {
         let guard = match lock.try_lock() {
             Ok(g) => g,
             Err(_) => {
-                say(tx, "queue", format!("waiting for {} to finish", self.activity(app)));
+                say(
+                    tx,
+                    "queue",
+                    format!("waiting for {} to finish", self.activity(app)),
+                );
                 lock.lock().await
             }
         };
@@ -157,7 +159,11 @@ impl Engine {
                 format!("berthd has no bundle {sha256}: upload it first (berth deploy does)"),
             )
         })?;
-        say(tx, "validate", format!("checking the bundle ({} bytes)", archive.len()));
+        say(
+            tx,
+            "validate",
+            format!("checking the bundle ({} bytes)", archive.len()),
+        );
         let incoming = self
             .cfg
             .data_dir
@@ -210,7 +216,11 @@ impl Engine {
             .ok_or_else(|| Fail::new("validate", "version: not a semantic version"))?;
         let run = self.state.run(app).map_err(st("state"))?;
         let live = self.live_release(app)?;
-        if let Some(existing) = self.state.version(app, &manifest.version).map_err(st("state"))? {
+        if let Some(existing) = self
+            .state
+            .version(app, &manifest.version)
+            .map_err(st("state"))?
+        {
             if existing.digest != collected.digest {
                 return Err(Fail::new(
                     "validate",
@@ -279,15 +289,24 @@ impl Engine {
             description: String::new(),
             state: "candidate".into(),
         };
-        say(tx, "validate", format!("importing {} in a sandbox", manifest.entry));
+        say(
+            tx,
+            "validate",
+            format!("importing {} in a sandbox", manifest.entry),
+        );
         let import = self
-            .run_once(&record, &candidate, vec![
-                self.cfg.apps.python.clone(),
-                "-m".into(),
-                "berth.runtime".into(),
-                "check".into(),
-                manifest.entry.clone(),
-            ], manifest.health.start_timeout.as_duration())
+            .run_once(
+                &record,
+                &candidate,
+                vec![
+                    self.cfg.apps.python.clone(),
+                    "-m".into(),
+                    "berth.runtime".into(),
+                    "check".into(),
+                    manifest.entry.clone(),
+                ],
+                manifest.health.start_timeout.as_duration(),
+            )
             .await
             .map_err(st("validate"))?;
         if !import.ok {
@@ -419,7 +438,10 @@ impl Engine {
         if let Some(u) = self.app_user(app).map_err(st("provision"))? {
             let (tcp, udp) = self.service_ports();
             let on_loopback = |ports: &[u16]| -> Vec<std::net::SocketAddr> {
-                ports.iter().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p))).collect()
+                ports
+                    .iter()
+                    .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+                    .collect()
             };
             crate::shim::netguard::guard_app(u.uid, &on_loopback(&tcp), &on_loopback(&udp))
                 .map_err(|e| Fail::new("provision", format!("the network guard: {e}")))?;
@@ -436,7 +458,11 @@ impl Engine {
         }
         if manifest.services.iter().any(|s| s == "db") && !run.db_provisioned {
             let db = self.cfg.database.as_ref().expect("checked by the caller");
-            say(tx, "provision", format!("creating the database app_{}", app.replace('-', "_")));
+            say(
+                tx,
+                "provision",
+                format!("creating the database app_{}", app.replace('-', "_")),
+            );
             self.provision_db(app, db).await.map_err(st("provision"))?;
             run.db_provisioned = true;
             done.push("database");
@@ -447,12 +473,11 @@ impl Engine {
         if !done.is_empty() {
             say(tx, "provision", format!("provisioned {}", done.join(", ")));
             self.state
-                .commit(Batch::new().run(&run).event(
-                    actor,
-                    app,
-                    "app.provision",
-                    done.join(", "),
-                ))
+                .commit(
+                    Batch::new()
+                        .run(&run)
+                        .event(actor, app, "app.provision", done.join(", ")),
+                )
                 .map_err(st("state"))?;
             // Give the services a moment to receive the registry's new state (the token).
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -460,7 +485,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn provision_db(&self, app: &str, db: &super::super::DatabaseConfig) -> anyhow::Result<()> {
+    async fn provision_db(
+        &self,
+        app: &str,
+        db: &super::super::DatabaseConfig,
+    ) -> anyhow::Result<()> {
         let name = AppName::parse(app).map_err(|e| anyhow!("{e}"))?;
         let admin = query_proxy::provision::AdminAccess {
             addr: db.backend.clone(),
@@ -474,8 +503,12 @@ impl Engine {
             },
             timeout: Duration::from_secs(10),
         };
-        let secret_text = std::fs::read_to_string(&db.backend_secret_file)
-            .map_err(|e| anyhow!("database.backend_secret_file {}: {e}", db.backend_secret_file.display()))?;
+        let secret_text = std::fs::read_to_string(&db.backend_secret_file).map_err(|e| {
+            anyhow!(
+                "database.backend_secret_file {}: {e}",
+                db.backend_secret_file.display()
+            )
+        })?;
         let secret = query_proxy::secret::BackendSecret::new(secret_text.trim())
             .map_err(|e| anyhow!("database.backend_secret_file: {e}"))?;
         query_proxy::provision::provision(&admin, &secret, &name, &db.account_hosts)
@@ -527,10 +560,25 @@ impl Engine {
         };
         let scale = run.scale.max(1);
         let (mut candidates, fresh) = if !warm.is_empty() {
-            say(tx, "start", format!("{} warm instance(s) of {} are still running", warm.len(), version.version));
+            say(
+                tx,
+                "start",
+                format!(
+                    "{} warm instance(s) of {} are still running",
+                    warm.len(),
+                    version.version
+                ),
+            );
             (warm, false)
         } else {
-            say(tx, "start", format!("starting {scale} instance(s) of {} {}", app, version.version));
+            say(
+                tx,
+                "start",
+                format!(
+                    "starting {scale} instance(s) of {} {}",
+                    app, version.version
+                ),
+            );
             let mut started = Vec::new();
             for _ in 0..scale {
                 let rec = match self.start_instance(version, &release, "candidate").await {
@@ -580,7 +628,12 @@ impl Engine {
             .map(|i| format!("127.0.0.1:{}", i.port))
             .collect();
         let table = self
-            .route_table(Some((app, &backends, &version.version, &release_id(number))))
+            .route_table(Some((
+                app,
+                &backends,
+                &version.version,
+                &release_id(number),
+            )))
             .map_err(st("switch"))?;
         if let Err(e) = self.push_routes(table).await {
             if fresh {
@@ -630,7 +683,12 @@ impl Engine {
             actor,
             app,
             "release.create",
-            format!("{}: {} ({})", release_id(number), release.description, version.version),
+            format!(
+                "{}: {} ({})",
+                release_id(number),
+                release.description,
+                version.version
+            ),
         );
         self.state.commit(batch).map_err(st("state"))?;
         say(
@@ -665,7 +723,14 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + h.start_timeout.as_duration();
         let mut passes = vec![0u32; instances.len()];
         let mut last = vec![String::from("not checked yet"); instances.len()];
-        say(tx, "health", format!("waiting for GET {} to answer {} ({} in a row)", h.path, h.status, h.healthy_threshold));
+        say(
+            tx,
+            "health",
+            format!(
+                "waiting for GET {} to answer {} ({} in a row)",
+                h.path, h.status, h.healthy_threshold
+            ),
+        );
         loop {
             for (k, inst) in instances.iter().enumerate() {
                 if passes[k] >= h.healthy_threshold {
@@ -693,11 +758,18 @@ impl Engine {
                 }
             }
             if passes.iter().all(|p| *p >= h.healthy_threshold) {
-                say(tx, "health", format!("{} instance(s) healthy", instances.len()));
+                say(
+                    tx,
+                    "health",
+                    format!("{} instance(s) healthy", instances.len()),
+                );
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                let k = passes.iter().position(|p| *p < h.healthy_threshold).unwrap_or(0);
+                let k = passes
+                    .iter()
+                    .position(|p| *p < h.healthy_threshold)
+                    .unwrap_or(0);
                 return Err(Fail::new(
                     "health",
                     format!(
@@ -732,7 +804,10 @@ impl Engine {
         let host = format!("{}.localhost", inst.app);
         let r = match probe::request(&addr, &host, "GET", &h.path, h.timeout.as_duration()).await {
             Ok(a) if a.status == h.status => Ok(()),
-            Ok(a) => Err(format!("GET {} answered {}, not {}", h.path, a.status, h.status)),
+            Ok(a) => Err(format!(
+                "GET {} answered {}, not {}",
+                h.path, a.status, h.status
+            )),
             Err(e) => Err(e),
         };
         self.health.lock().insert(
@@ -752,21 +827,31 @@ impl Engine {
         let addr = format!("127.0.0.1:{}", inst.port);
         let host = format!("{}.localhost", inst.app);
         for (k, s) in m.smoke.iter().enumerate() {
-            say(tx, "smoke", format!("{} {} ({} of {})", s.method, s.path, k + 1, m.smoke.len()));
+            say(
+                tx,
+                "smoke",
+                format!("{} {} ({} of {})", s.method, s.path, k + 1, m.smoke.len()),
+            );
             let a = probe::request(&addr, &host, &s.method, &s.path, Duration::from_secs(10))
                 .await
                 .map_err(|e| Fail::new("smoke", format!("{} {}: {e}", s.method, s.path)))?;
             if a.status != s.status {
                 return Err(Fail::new(
                     "smoke",
-                    format!("{} {} answered {}, not {}", s.method, s.path, a.status, s.status),
+                    format!(
+                        "{} {} answered {}, not {}",
+                        s.method, s.path, a.status, s.status
+                    ),
                 ));
             }
             if let Some(want) = &s.contains {
                 if !String::from_utf8_lossy(&a.body).contains(want.as_str()) {
                     return Err(Fail::new(
                         "smoke",
-                        format!("{} {}: the body does not contain {want:?}", s.method, s.path),
+                        format!(
+                            "{} {}: the body does not contain {want:?}",
+                            s.method, s.path
+                        ),
                     ));
                 }
             }
@@ -851,7 +936,11 @@ impl Engine {
             match bad {
                 None => fails = 0,
                 Some(why) => {
-                    fails = fails.saturating_add(1).max(if why.contains("crashed") { m.health.unhealthy_threshold } else { 0 });
+                    fails = fails.saturating_add(1).max(if why.contains("crashed") {
+                        m.health.unhealthy_threshold
+                    } else {
+                        0
+                    });
                     if fails >= m.health.unhealthy_threshold {
                         self.auto_rollback(app, number, &why).await;
                         return;
@@ -914,11 +1003,23 @@ impl Engine {
             .rev()
             .find(|r| r.number < failed && r.state != "failed")
         else {
-            tracing::warn!(app, "v{failed} is failing ({why}) and there is no release to roll back to");
-            self.state.audit("berthd", app, "release.unhealthy", format!("v{failed}: {why}; nothing to roll back to"));
+            tracing::warn!(
+                app,
+                "v{failed} is failing ({why}) and there is no release to roll back to"
+            );
+            self.state.audit(
+                "berthd",
+                app,
+                "release.unhealthy",
+                format!("v{failed}: {why}; nothing to roll back to"),
+            );
             return Ok(());
         };
-        tracing::warn!(app, "v{failed} failed in its watch window ({why}); rolling back to v{}", target.number);
+        tracing::warn!(
+            app,
+            "v{failed} failed in its watch window ({why}); rolling back to v{}",
+            target.number
+        );
         let vrec = self
             .state
             .version(app, &target.version)
@@ -1018,9 +1119,12 @@ impl Engine {
         tx: &Tx,
     ) -> Result<Outcome, Fail> {
         self.exclusive(app, "rollback".into(), tx, async {
-            let live = self
-                .live_release(app)?
-                .ok_or_else(|| Fail::new("validate", format!("{app} has no live release to roll back from")))?;
+            let live = self.live_release(app)?.ok_or_else(|| {
+                Fail::new(
+                    "validate",
+                    format!("{app} has no live release to roll back from"),
+                )
+            })?;
             let releases = self.state.releases(app).map_err(st("state"))?;
             let target = if release.is_empty() {
                 // The release live before the current one: the newest older one that was
@@ -1031,20 +1135,44 @@ impl Engine {
                     .filter(|r| r.number < live.number && r.state != "failed")
                     .find(|r| !(r.version == live.version && r.config == live.config))
                     .cloned()
-                    .ok_or_else(|| Fail::new("validate", format!("{app} has no earlier release to roll back to")))?
+                    .ok_or_else(|| {
+                        Fail::new(
+                            "validate",
+                            format!("{app} has no earlier release to roll back to"),
+                        )
+                    })?
             } else {
                 let n = parse_release(release).ok_or_else(|| {
-                    Fail::new("validate", format!("{release:?} is not a release (v1, v2, …; see `berth releases {app}`)"))
+                    Fail::new(
+                        "validate",
+                        format!(
+                            "{release:?} is not a release (v1, v2, …; see `berth releases {app}`)"
+                        ),
+                    )
                 })?;
                 releases
                     .iter()
                     .find(|r| r.number == n)
                     .cloned()
-                    .ok_or_else(|| Fail::new("validate", format!("{app} has no release {release}")))?
+                    .ok_or_else(|| {
+                        Fail::new("validate", format!("{app} has no release {release}"))
+                    })?
             };
             let vrec = self.kept_version(app, &target.version)?;
             let description = with_reason(format!("rollback to v{}", target.number), reason);
-            self.rollout(actor, &vrec, target.config.clone(), description, tx, Rollout { no_promote: false, watch: true, reuse_warm: true }).await
+            self.rollout(
+                actor,
+                &vrec,
+                target.config.clone(),
+                description,
+                tx,
+                Rollout {
+                    no_promote: false,
+                    watch: true,
+                    reuse_warm: true,
+                },
+            )
+            .await
         })
         .await
     }
@@ -1054,12 +1182,23 @@ impl Engine {
             .state
             .version(app, version)
             .map_err(st("state"))?
-            .ok_or_else(|| Fail::new("validate", format!("{app} has no version {version} (see `berth versions {app}`)")))?;
+            .ok_or_else(|| {
+                Fail::new(
+                    "validate",
+                    format!("{app} has no version {version} (see `berth versions {app}`)"),
+                )
+            })?;
         if v.state != "ok" {
-            return Err(Fail::new("validate", format!("version {version} failed its gates; it cannot go live")));
+            return Err(Fail::new(
+                "validate",
+                format!("version {version} failed its gates; it cannot go live"),
+            ));
         }
         if !self.version_dir(app, version).exists() {
-            return Err(Fail::new("validate", format!("version {version}'s files are no longer kept; deploy it again")));
+            return Err(Fail::new(
+                "validate",
+                format!("version {version}'s files are no longer kept; deploy it again"),
+            ));
         }
         Ok(v)
     }
@@ -1067,27 +1206,60 @@ impl Engine {
     // -- scale, restart, config ------------------------------------------------------------------
 
     /// `berth scale APP N`.
-    pub async fn scale(self: &Arc<Self>, actor: &str, app: &str, n: u32, tx: &Tx) -> Result<Outcome, Fail> {
+    pub async fn scale(
+        self: &Arc<Self>,
+        actor: &str,
+        app: &str,
+        n: u32,
+        tx: &Tx,
+    ) -> Result<Outcome, Fail> {
         self.exclusive(app, format!("scale to {n}"), tx, async {
             if n == 0 {
-                return Err(Fail::new("validate", "scale to at least 1 instance (destroy the app to stop it)"));
+                return Err(Fail::new(
+                    "validate",
+                    "scale to at least 1 instance (destroy the app to stop it)",
+                ));
             }
             let mut run = self.state.run(app).map_err(st("state"))?;
             let Some(live) = self.live_release(app)? else {
                 run.scale = n;
-                self.state.commit(Batch::new().run(&run).event(actor, app, "app.scale", format!("{n} instance(s)"))).map_err(st("state"))?;
-                return Ok(Outcome::Done(format!("{app} will run {n} instance(s) once deployed")));
+                self.state
+                    .commit(Batch::new().run(&run).event(
+                        actor,
+                        app,
+                        "app.scale",
+                        format!("{n} instance(s)"),
+                    ))
+                    .map_err(st("state"))?;
+                return Ok(Outcome::Done(format!(
+                    "{app} will run {n} instance(s) once deployed"
+                )));
             };
             let vrec = self.kept_version(app, &live.version)?;
             self.check_resources(app, &vrec.manifest, n)?;
-            let current: Vec<InstanceRecord> = self.state.instances(app).map_err(st("state"))?.into_iter().filter(|i| i.role == "live").collect();
+            let current: Vec<InstanceRecord> = self
+                .state
+                .instances(app)
+                .map_err(st("state"))?
+                .into_iter()
+                .filter(|i| i.role == "live")
+                .collect();
             let have = current.len() as u32;
             if n > have {
-                say(tx, "start", format!("starting {} more instance(s)", n - have));
+                say(
+                    tx,
+                    "start",
+                    format!("starting {} more instance(s)", n - have),
+                );
                 let mut started = Vec::new();
                 for _ in have..n {
-                    let rec = self.start_instance(&vrec, &live, "candidate").await.map_err(|e| Fail::new("start", format!("{e:#}")))?;
-                    self.state.commit(Batch::new().instance(&rec)).map_err(st("state"))?;
+                    let rec = self
+                        .start_instance(&vrec, &live, "candidate")
+                        .await
+                        .map_err(|e| Fail::new("start", format!("{e:#}")))?;
+                    self.state
+                        .commit(Batch::new().instance(&rec))
+                        .map_err(st("state"))?;
                     started.push(rec);
                 }
                 if let Err(f) = self.wait_healthy(&started, &vrec.manifest, tx).await {
@@ -1100,9 +1272,16 @@ impl Engine {
                     batch = batch.instance(s);
                 }
                 run.scale = n;
-                batch = batch.run(&run).event(actor, app, "app.scale", format!("{have} -> {n} instance(s)"));
+                batch = batch.run(&run).event(
+                    actor,
+                    app,
+                    "app.scale",
+                    format!("{have} -> {n} instance(s)"),
+                );
                 self.state.commit(batch).map_err(st("state"))?;
-                self.push_routes(self.route_table(None).map_err(st("switch"))?).await.map_err(|e| Fail::new("switch", format!("{e:#}")))?;
+                self.push_routes(self.route_table(None).map_err(st("switch"))?)
+                    .await
+                    .map_err(|e| Fail::new("switch", format!("{e:#}")))?;
             } else if n < have {
                 let (keep, drop_) = current.split_at(n as usize);
                 let _ = keep;
@@ -1113,14 +1292,24 @@ impl Engine {
                     batch = batch.instance(&s);
                 }
                 run.scale = n;
-                batch = batch.run(&run).event(actor, app, "app.scale", format!("{have} -> {n} instance(s)"));
+                batch = batch.run(&run).event(
+                    actor,
+                    app,
+                    "app.scale",
+                    format!("{have} -> {n} instance(s)"),
+                );
                 self.state.commit(batch).map_err(st("state"))?;
-                self.push_routes(self.route_table(None).map_err(st("switch"))?).await.map_err(|e| Fail::new("switch", format!("{e:#}")))?;
+                self.push_routes(self.route_table(None).map_err(st("switch"))?)
+                    .await
+                    .map_err(|e| Fail::new("switch", format!("{e:#}")))?;
                 say(tx, "drain", format!("stopping {} instance(s)", have - n));
-                self.stop_all(drop_, vrec.manifest.drain.as_duration()).await;
+                self.stop_all(drop_, vrec.manifest.drain.as_duration())
+                    .await;
             } else {
                 run.scale = n;
-                self.state.commit(Batch::new().run(&run)).map_err(st("state"))?;
+                self.state
+                    .commit(Batch::new().run(&run))
+                    .map_err(st("state"))?;
             }
             say(tx, "done", format!("{app} runs {n} instance(s)"));
             Ok(Outcome::Done(format!("{app} runs {n} instance(s)")))
@@ -1130,17 +1319,40 @@ impl Engine {
 
     /// `berth restart APP`: fresh instances of the live release, switched to without a
     /// failed request; no new release.
-    pub async fn restart(self: &Arc<Self>, actor: &str, app: &str, reason: &str, tx: &Tx) -> Result<Outcome, Fail> {
+    pub async fn restart(
+        self: &Arc<Self>,
+        actor: &str,
+        app: &str,
+        reason: &str,
+        tx: &Tx,
+    ) -> Result<Outcome, Fail> {
         self.exclusive(app, "restart".into(), tx, async {
-            let live = self.live_release(app)?.ok_or_else(|| Fail::new("validate", format!("{app} has no live release")))?;
+            let live = self
+                .live_release(app)?
+                .ok_or_else(|| Fail::new("validate", format!("{app} has no live release")))?;
             let vrec = self.kept_version(app, &live.version)?;
             let run = self.state.run(app).map_err(st("state"))?;
-            let old: Vec<InstanceRecord> = self.state.instances(app).map_err(st("state"))?.into_iter().filter(|i| i.role == "live").collect();
-            say(tx, "start", format!("starting {} fresh instance(s)", run.scale.max(1)));
+            let old: Vec<InstanceRecord> = self
+                .state
+                .instances(app)
+                .map_err(st("state"))?
+                .into_iter()
+                .filter(|i| i.role == "live")
+                .collect();
+            say(
+                tx,
+                "start",
+                format!("starting {} fresh instance(s)", run.scale.max(1)),
+            );
             let mut started = Vec::new();
             for _ in 0..run.scale.max(1) {
-                let rec = self.start_instance(&vrec, &live, "candidate").await.map_err(|e| Fail::new("start", format!("{e:#}")))?;
-                self.state.commit(Batch::new().instance(&rec)).map_err(st("state"))?;
+                let rec = self
+                    .start_instance(&vrec, &live, "candidate")
+                    .await
+                    .map_err(|e| Fail::new("start", format!("{e:#}")))?;
+                self.state
+                    .commit(Batch::new().instance(&rec))
+                    .map_err(st("state"))?;
                 started.push(rec);
             }
             if let Err(f) = self.wait_healthy(&started, &vrec.manifest, tx).await {
@@ -1157,12 +1369,24 @@ impl Engine {
                 s.role = "stopping".into();
                 batch = batch.instance(&s);
             }
-            batch = batch.event(actor, app, "app.restart", with_reason("restart".into(), reason));
+            batch = batch.event(
+                actor,
+                app,
+                "app.restart",
+                with_reason("restart".into(), reason),
+            );
             self.state.commit(batch).map_err(st("state"))?;
-            if let Err(e) = self.push_routes(self.route_table(None).map_err(st("switch"))?).await {
+            if let Err(e) = self
+                .push_routes(self.route_table(None).map_err(st("switch"))?)
+                .await
+            {
                 return Err(Fail::new("switch", format!("{e:#}")));
             }
-            say(tx, "drain", format!("stopping {} old instance(s)", old.len()));
+            say(
+                tx,
+                "drain",
+                format!("stopping {} old instance(s)", old.len()),
+            );
             let me = self.clone();
             let drain = vrec.manifest.drain.as_duration();
             tokio::spawn(async move {
@@ -1186,7 +1410,13 @@ impl Engine {
     ) -> Result<Outcome, Fail> {
         let mut keys: Vec<String> = set.iter().map(|(k, _, _)| k.clone()).collect();
         keys.extend(unset.iter().cloned());
-        let what = if unset.is_empty() { format!("config set {}", keys.join(" ")) } else if set.is_empty() { format!("config unset {}", keys.join(" ")) } else { format!("config change {}", keys.join(" ")) };
+        let what = if unset.is_empty() {
+            format!("config set {}", keys.join(" "))
+        } else if set.is_empty() {
+            format!("config unset {}", keys.join(" "))
+        } else {
+            format!("config change {}", keys.join(" "))
+        };
         self.exclusive(app, what.clone(), tx, async {
             let mut run = self.state.run(app).map_err(st("state"))?;
             let mut config = run.config.clone();
@@ -1202,21 +1432,44 @@ impl Engine {
             }
             for k in &unset {
                 if config.plain.remove(k).is_none() && config.secrets.remove(k).is_none() {
-                    return Err(Fail::new("validate", format!("{app} has no config value {k}")));
+                    return Err(Fail::new(
+                        "validate",
+                        format!("{app} has no config value {k}"),
+                    ));
                 }
             }
             let description = with_reason(what.clone(), reason);
             match self.live_release(app)? {
                 None => {
                     run.config = config;
-                    self.state.commit(Batch::new().run(&run).event(actor, app, "config.change", description)).map_err(st("state"))?;
+                    self.state
+                        .commit(Batch::new().run(&run).event(
+                            actor,
+                            app,
+                            "config.change",
+                            description,
+                        ))
+                        .map_err(st("state"))?;
                     say(tx, "done", "saved; the first deploy will use it");
                     Ok(Outcome::Done("saved; the first deploy will use it".into()))
                 }
                 Some(live) => {
                     let vrec = self.kept_version(app, &live.version)?;
-                    self.state.audit(actor, app, "config.change", description.clone());
-                    self.rollout(actor, &vrec, config, description, tx, Rollout { no_promote: false, watch: true, reuse_warm: false }).await
+                    self.state
+                        .audit(actor, app, "config.change", description.clone());
+                    self.rollout(
+                        actor,
+                        &vrec,
+                        config,
+                        description,
+                        tx,
+                        Rollout {
+                            no_promote: false,
+                            watch: true,
+                            reuse_warm: false,
+                        },
+                    )
+                    .await
                 }
             }
         })
@@ -1245,7 +1498,9 @@ impl Engine {
                 },
                 health: match h.and_then(|h| h.healthy) {
                     Some(true) => "healthy".into(),
-                    Some(false) => format!("unhealthy: {}", h.map(|h| h.detail.as_str()).unwrap_or("")),
+                    Some(false) => {
+                        format!("unhealthy: {}", h.map(|h| h.detail.as_str()).unwrap_or(""))
+                    }
                     None => "unknown".into(),
                 },
                 addr: format!("127.0.0.1:{}", i.port),
@@ -1253,7 +1508,10 @@ impl Engine {
                 memory_bytes: s.as_ref().and_then(crate::shim::memory_bytes).unwrap_or(0),
                 restarts: s.as_ref().map(|s| s.restarts).unwrap_or(0),
                 started_ms: s.as_ref().map(|s| s.started_ms).unwrap_or(i.created_ms),
-                last_exit: s.as_ref().and_then(|s| s.last_exit.clone()).unwrap_or_default(),
+                last_exit: s
+                    .as_ref()
+                    .and_then(|s| s.last_exit.clone())
+                    .unwrap_or_default(),
                 role: i.role.clone(),
             });
         }
@@ -1263,7 +1521,11 @@ impl Engine {
             instances,
             scale: run.scale.max(1),
             activity: self.activity(app),
-            urls: if live.is_some() { self.urls(app) } else { vec![] },
+            urls: if live.is_some() {
+                self.urls(app)
+            } else {
+                vec![]
+            },
         })
     }
 
@@ -1288,18 +1550,56 @@ impl Engine {
                 }
             }
         }
+        // A live release without instances (its records lost, or never started because
+        // berthd stopped mid-way): start it again.
+        for run in self.state.runs().map_err(|e| anyhow!("{e}"))? {
+            let Some(n) = run.live else { continue };
+            let live = self.state.instances(&run.app).map_err(|e| anyhow!("{e}"))?;
+            if live.iter().any(|i| i.role == "live") {
+                continue;
+            }
+            let Some(release) = self
+                .state
+                .release(&run.app, n)
+                .map_err(|e| anyhow!("{e}"))?
+            else {
+                continue;
+            };
+            let Ok(version) = self.kept_version(&run.app, &release.version) else {
+                tracing::error!(app = %run.app, "the live release's version is gone; deploy again");
+                continue;
+            };
+            tracing::warn!(app = %run.app, release = n, "the live release has no instances; starting them");
+            for _ in 0..run.scale.max(1) {
+                match self.start_instance(&version, &release, "live").await {
+                    Ok(rec) => {
+                        let _ = self.state.commit(Batch::new().instance(&rec));
+                    }
+                    Err(e) => tracing::error!(app = %run.app, "starting an instance: {e:#}"),
+                }
+            }
+        }
         if let Err(e) = self.push_routes(self.route_table(None)?).await {
             tracing::warn!("the router is not reachable now ({e:#}); it keeps its last table");
         }
         Ok(())
     }
 
-    /// Watches live instances forever: health for `status`, nothing else (the shims
-    /// restart crashed processes themselves).
+    /// Runs forever: pushes the route table again while the router was unreachable, and
+    /// checks live instances' health for `status` (the shims restart crashed processes
+    /// themselves).
     pub async fn monitor(self: Arc<Self>) {
+        let mut tick = 0u64;
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let Ok(all) = self.state.all_instances() else { continue };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.repush_routes().await;
+            tick += 1;
+            if !tick.is_multiple_of(4) {
+                continue;
+            }
+            let Ok(all) = self.state.all_instances() else {
+                continue;
+            };
             for i in all.iter().filter(|i| i.role == "live") {
                 if let Ok(Some(v)) = self.state.version(&i.app, &i.version) {
                     let _ = self.check(i, &v.manifest).await;
@@ -1351,10 +1651,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops every instance (berthd's `stop_apps_on_exit`).
+    /// Stops every instance (berthd's `stop_apps_on_exit`): live ones keep their records,
+    /// so the next start of berthd brings them back; the rest are removed.
     pub async fn stop_everything(&self) {
         let all = self.state.all_instances().unwrap_or_default();
-        self.stop_all(&all, Duration::from_secs(3)).await;
+        let (live, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|i| i.role == "live");
+        let halts = live
+            .iter()
+            .map(|i| self.halt_instance(i, Duration::from_secs(3)));
+        futures_util::future::join_all(halts).await;
+        self.stop_all(&rest, Duration::from_secs(3)).await;
     }
 
     // -- one-off commands --------------------------------------------------------------------------
@@ -1385,13 +1691,25 @@ impl Engine {
         self.write_secrets_file(app, release, &dir, user.as_ref())?;
         let env = self.instance_env(version, release, "once", &dir, None);
         let bundle = self.version_dir(app, &version.version);
-        let spec = self.shim_spec(app, &version.version, "once", argv, env, &bundle, &dir, user, &version.manifest)?;
+        let spec = self.shim_spec(
+            app,
+            &version.version,
+            "once",
+            argv,
+            env,
+            &bundle,
+            &dir,
+            user,
+            &version.manifest,
+        )?;
         let mut cmd = one_off_command(&spec)?;
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", spec.argv[0]))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow!("starting {}: {e}", spec.argv[0]))?;
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(out)) => {
                 let mut text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1465,7 +1783,10 @@ fn make_read_only(dir: &Path) -> std::io::Result<()> {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o555))?;
         } else {
             let exec = meta.permissions().mode() & 0o100 != 0;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(if exec { 0o555 } else { 0o444 }))?;
+            std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(if exec { 0o555 } else { 0o444 }),
+            )?;
         }
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
@@ -1490,7 +1811,9 @@ fn with_reason(what: String, reason: &str) -> String {
 
 /// "v3" -> 3.
 pub fn parse_release(s: &str) -> Option<u64> {
-    s.strip_prefix('v').and_then(|n| n.parse().ok()).filter(|n| *n > 0)
+    s.strip_prefix('v')
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
 }
 
 /// Config keys: environment variable names for plain values (not BERTH_*), and the same or
@@ -1498,12 +1821,18 @@ pub fn parse_release(s: &str) -> Option<u64> {
 pub fn check_key(k: &str, secret: bool) -> Result<(), String> {
     let ok_upper = !k.is_empty()
         && k.len() <= 128
-        && k.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && k.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     let ok_lower = !k.is_empty()
         && k.len() <= 128
-        && k.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && k.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if k.starts_with("BERTH_") {
         return Err(format!("{k}: BERTH_* names belong to the platform"));
     }
@@ -1511,12 +1840,16 @@ pub fn check_key(k: &str, secret: bool) -> Result<(), String> {
         if ok_upper || ok_lower {
             return Ok(());
         }
-        return Err(format!("{k:?} is not a secret name: letters, digits and _, all lower or all upper case"));
+        return Err(format!(
+            "{k:?} is not a secret name: letters, digits and _, all lower or all upper case"
+        ));
     }
     if ok_upper {
         Ok(())
     } else {
-        Err(format!("{k:?} is not an environment variable name: A-Z, 0-9 and _, not starting with a digit"))
+        Err(format!(
+            "{k:?} is not an environment variable name: A-Z, 0-9 and _, not starting with a digit"
+        ))
     }
 }
 
