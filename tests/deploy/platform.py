@@ -76,6 +76,7 @@ class Platform:
     def __init__(self, bin_dir: Path, tmp: Path, watch_window: str = "3s") -> None:
         self.bin, self.tmp = bin_dir, tmp
         self.procs: dict[str, ServerProcess] = {}
+        self.apps: list[str] = []
         self.ports = {name: free_port() for name in (
             "berthd", "cache", "blob", "query", "logs", "logs_http", "router", "router_admin")}
         self.service_token = secrets.token_hex(32)
@@ -165,6 +166,10 @@ backend_secret_file = "{tmp / 'backend-secret'}"
             "--admin-listen", f"127.0.0.1:{p['router_admin']}"], "http")
 
     def stop(self) -> None:
+        # Destroy what the tests made, so no app user or network guard chain outlives them.
+        if "berthd" in self.procs and self.procs["berthd"].proc.poll() is None:
+            for app in list(self.apps):
+                self.run("apps", "destroy", app, stdin=app + "\n")
         for p in reversed(list(self.procs.values())):
             p.stop(timeout=20)
 
@@ -204,6 +209,7 @@ backend_secret_file = "{tmp / 'backend-secret'}"
 
     def create_app(self, name: str) -> str:
         out = self.berth("apps", "create", name)
+        self.apps.append(name)
         token: str = out["secret"] if "secret" in out else out["token"]["secret"]
         return token
 

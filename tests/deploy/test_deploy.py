@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -386,3 +387,29 @@ def test_ten_deploys_and_rollbacks_under_load_fail_no_request(platform: Platform
             t.join(30)
     assert counts["failed"] == 0, failures[:5]
     assert counts["ok"] > 100, counts
+
+
+# -- destroy ----------------------------------------------------------------------------------
+
+
+def test_destroy_asks_for_the_name_and_removes_what_the_app_had(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("doomed")
+    p.deploy(write_app(apps, "doomed", "1.0.0", HELLO))
+    assert p.get("doomed")[0] == 200
+    pids = [i["pid"] for i in p.status("doomed")["instances"]]
+    done = p.run("apps", "destroy", "doomed", stdin="nope\n")
+    assert done.returncode != 0 and p.get("doomed")[0] == 200
+    done = p.run("apps", "destroy", "doomed", stdin="doomed\n")
+    assert done.returncode == 0, done.stderr
+    p.apps.remove("doomed")
+    assert p.get("doomed")[0] == 404
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+    assert not (p.tmp / "berthd" / "apps" / "doomed").exists()
+    assert not (p.tmp / "berthd" / "run" / "doomed").exists()
+    if os.geteuid() == 0:
+        assert subprocess.run(["id", "app-doomed"], capture_output=True).returncode != 0
+    # Created again, it starts from nothing.
+    p.create_app("doomed")
+    assert p.berth("versions", "doomed") in ([], {"versions": []})

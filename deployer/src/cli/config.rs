@@ -690,6 +690,7 @@ mod wire_tests {
             token: Some("t".into()),
             token_file: None,
             json: true,
+            ca_file: None,
         };
         (conn, sets)
     }

@@ -33,6 +33,10 @@ pub struct Conn {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// For an https:// server: a PEM file of the CA (or the self-signed certificate) to
+    /// trust besides the system's roots.
+    #[arg(long, env = "BERTH_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,12 +78,35 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let endpoint = Channel::from_shared(conn.server.clone())
+        let mut endpoint = Channel::from_shared(conn.server.clone())
             .map_err(|e| anyhow!("--server {}: {e}", conn.server))?
             .connect_timeout(std::time::Duration::from_secs(5));
-        let channel = rt
-            .block_on(endpoint.connect())
-            .map_err(|e| anyhow!("cannot reach berthd at {}: {e}", conn.server))?;
+        if conn.server.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &conn.ca_file {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading the CA file {}", ca.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| anyhow!("TLS for {}: {e}", conn.server))?;
+        } else if conn.ca_file.is_some() {
+            return Err(anyhow!(
+                "--ca-file is for https:// servers; --server is {}",
+                conn.server
+            ));
+        }
+        let channel = rt.block_on(endpoint.connect()).map_err(|e| {
+            // tonic's "transport error" alone says little: add its causes.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow!("cannot reach berthd at {}: {why}", conn.server)
+        })?;
         Ok(Client {
             rt,
             channel,

@@ -783,6 +783,7 @@ mod tests {
                 token: Some("t".into()),
                 token_file: None,
                 json: true,
+                ca_file: None,
             },
         };
         assert_eq!(run(&args).unwrap(), ExitCode::FAILURE);
@@ -957,6 +958,7 @@ mod wire_tests {
                 token: Some("t".into()),
                 token_file: None,
                 json,
+                ca_file: None,
             },
         }
     }
@@ -1041,6 +1043,7 @@ mod wire_tests {
             token: Some("t".into()),
             token_file: None,
             json: false,
+            ca_file: None,
         })
         .unwrap();
         let req = api::PromoteRequest {

@@ -47,6 +47,10 @@ pub struct Config {
     pub verbosity: u8,
     /// Log as JSON lines.
     pub log_json: bool,
+    /// TLS for the control API: a PEM certificate chain and its private key. Both or
+    /// neither; without them the API is plain HTTP/2 (keep it on loopback then).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     /// The key that seals secrets at rest (64 hex digits). Default
     /// `<data_dir>/secrets.key`, made at first start.
     pub secrets_key_file: Option<PathBuf>,
@@ -236,6 +240,8 @@ impl Default for Config {
             service_tokens: vec![],
             verbosity: 0,
             log_json: false,
+            tls_cert_file: None,
+            tls_key_file: None,
             secrets_key_file: None,
             stop_apps_on_exit: false,
             apps: AppsConfig::default(),
@@ -398,7 +404,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "berthd ready");
     let mut stop = shutdown.signal();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .context("tls_cert_file / tls_key_file")?;
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("tls_cert_file and tls_key_file go together: set both or neither"),
+    }
+    let server = builder
         .add_service(api::apps_server::AppsServer::new(control.clone()))
         .add_service(api::tokens_server::TokensServer::new(control.clone()))
         .add_service(api::registry_server::RegistryServer::new(control.clone()))

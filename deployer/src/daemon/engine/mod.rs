@@ -252,7 +252,8 @@ impl Engine {
         })
     }
 
-    /// The app's own user (made when missing), or None when isolation is off.
+    /// The app's own user (made when missing, its network guard in place), or None when
+    /// isolation is off.
     pub fn app_user(&self, app: &str) -> anyhow::Result<Option<shim::UserSpec>> {
         if !self.isolation {
             return Ok(None);
@@ -262,6 +263,17 @@ impl Engine {
         }
         let u = shim::users::ensure_app_user(app, &self.cfg.apps.user_prefix)
             .map_err(|e| anyhow!("making the system user of {app}: {e}"))?;
+        // The guard's rules live in the kernel only (gone after a reboot): set them up
+        // whenever this berthd first uses the user.
+        let (tcp, udp) = self.service_ports();
+        let on_loopback = |ports: &[u16]| -> Vec<std::net::SocketAddr> {
+            ports
+                .iter()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+                .collect()
+        };
+        shim::netguard::guard_app(u.uid, &on_loopback(&tcp), &on_loopback(&udp))
+            .map_err(|e| anyhow!("the network guard of {app}: {e}"))?;
         self.users.lock().insert(app.into(), Some(u));
         Ok(Some(u))
     }

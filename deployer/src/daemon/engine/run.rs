@@ -436,15 +436,6 @@ impl Engine {
         let mut run = self.state.run(app).map_err(st("state"))?;
         let mut done = Vec::new();
         if let Some(u) = self.app_user(app).map_err(st("provision"))? {
-            let (tcp, udp) = self.service_ports();
-            let on_loopback = |ports: &[u16]| -> Vec<std::net::SocketAddr> {
-                ports
-                    .iter()
-                    .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
-                    .collect()
-            };
-            crate::shim::netguard::guard_app(u.uid, &on_loopback(&tcp), &on_loopback(&udp))
-                .map_err(|e| Fail::new("provision", format!("the network guard: {e}")))?;
             self.secure_dirs(app, Some(&u)).map_err(st("provision"))?;
         }
         if run.runtime_token.is_none() {
