@@ -288,15 +288,28 @@ async fn connect(target: &Target) -> std::io::Result<Conn> {
             reply.trim()
         )));
     }
-    // Without acks the collector only answers errors: log them, and notice a close.
+    // Without acks the collector only answers errors (e.g. the app's log_rate exceeded):
+    // log them, at most one line per 10 s with the count since the last (a busy app over
+    // its rate would otherwise flood the router's own log), and notice a close.
     let app = target.app.clone();
     let reader = tokio::spawn(async move {
         let mut line = String::new();
+        let mut last_warn: Option<tokio::time::Instant> = None;
+        let mut unreported = 0u64;
         loop {
             line.clear();
             match reader.read_line(&mut line).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => tracing::warn!(%app, reply = %line.trim(), "access log: collector reply"),
+                Ok(_) => {
+                    unreported += 1;
+                    let now = tokio::time::Instant::now();
+                    if last_warn.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                        tracing::warn!(%app, reply = %line.trim(), refused = unreported,
+                            "access log: the collector refused events (this one, and the count since the last warning)");
+                        last_warn = Some(now);
+                        unreported = 0;
+                    }
+                }
             }
         }
     });

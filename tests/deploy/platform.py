@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import time
 import urllib.error
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from support.procs import ServerProcess, free_port
+from support.procs import ServerProcess
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -72,13 +73,30 @@ def app(environ, start_response):
 '''
 
 
+def pick_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """Free ports below Linux's ephemeral range (32768+), so no outgoing connection takes one
+    between now and the moment a server binds it."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = 10000 + secrets.randbelow(10000)
+        if port in ports.values():
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports[names[len(ports)]] = port
+    return ports
+
+
 class Platform:
     def __init__(self, bin_dir: Path, tmp: Path, watch_window: str = "3s") -> None:
         self.bin, self.tmp = bin_dir, tmp
         self.procs: dict[str, ServerProcess] = {}
         self.apps: list[str] = []
-        self.ports = {name: free_port() for name in (
-            "berthd", "cache", "blob", "query", "logs", "logs_http", "router", "router_admin")}
+        self.ports = pick_ports(("berthd", "cache", "blob", "query", "logs", "logs_http",
+                                 "router", "router_admin"))
         self.service_token = secrets.token_hex(32)
         self.router_token = secrets.token_hex(32)
         (tmp / "service-token").write_text(self.service_token + "\n")
@@ -92,13 +110,15 @@ class Platform:
         user = os.environ.get("BERTH_TEST_MARIADB_USER", "root")
         sha = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
         p = self.ports
+        apps_lo = 20000 + 500 * secrets.randbelow(20)  # below the ephemeral range
         (tmp / "berthd.toml").write_text(f'''
 service_tokens = ["{sha(self.service_token)}"]
 stop_apps_on_exit = true
 [apps]
 python = "{runtime_python()}"
-ports = "{20000 + secrets.randbelow(20000)}-{40000 + secrets.randbelow(20000)}"
+ports = "{apps_lo}-{apps_lo + 499}"
 watch_window = "{watch_window}"
+keep_versions = 3
 [services]
 cache = "127.0.0.1:{p['cache']}"
 blob_url = "http://127.0.0.1:{p['blob']}"
@@ -106,6 +126,8 @@ db_host = "127.0.0.1"
 db_port = {p['query']}
 log_addr = "127.0.0.1:{p['logs']}"
 extra_ports = []
+blob_admin_url = ""
+logs_admin_url = ""
 [router]
 admin_url = "http://127.0.0.1:{p['router_admin']}"
 token_file = "{tmp / 'router-token'}"

@@ -22,8 +22,12 @@ class Berthd:
         self.proc: ServerProcess | None = None
 
     def start(self) -> None:
-        argv = [self.binary, "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}",
-                "--admin-listen", "127.0.0.1:0"]
+        # The control plane alone: no router to feed, no services to purge at destroy.
+        config = self.logs / "berthd.toml"
+        config.write_text('[router]\nadmin_url = ""\n'
+                          '[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n')
+        argv = [self.binary, "--config", config, "--data-dir", self.data, "--listen",
+                f"127.0.0.1:{self.port}", "--admin-listen", "127.0.0.1:0"]
         self.proc = ServerProcess(argv, self.logs, "berthd")
         addrs = self.proc.wait_listen(["grpc", "admin"])
         self.port = addrs["grpc"][1]

@@ -162,6 +162,9 @@ def test_each_failing_gate_says_why_and_changes_nothing(platform: Platform, apps
     # Nothing of the failed versions keeps running.
     st = p.status("gates")
     assert {i["version"] for i in st["instances"]} == {"1.0.0"}, st
+    # A version that failed its gates is not kept: fixed, the same number deploys.
+    p.deploy(write_app(apps, "gates", "2.0.0", HELLO))
+    assert p.get("gates")[1].startswith("gates 2.0.0")
 
 
 def test_a_release_that_fails_in_its_watch_window_is_rolled_back(platform: Platform, apps: Path) -> None:
@@ -387,6 +390,11 @@ def test_ten_deploys_and_rollbacks_under_load_fail_no_request(platform: Platform
             t.join(30)
     assert counts["failed"] == 0, failures[:5]
     assert counts["ok"] > 100, counts
+    # Only the newest versions are kept (keep_versions = 3), plus what still runs.
+    versions = p.berth("versions", "steady")
+    versions = versions["versions"] if isinstance(versions, dict) else versions
+    assert 3 <= len(versions) <= 4, [v["version"] for v in versions]
+    assert "1.0.5" in {v["version"] for v in versions}
 
 
 # -- destroy ----------------------------------------------------------------------------------
@@ -413,3 +421,31 @@ def test_destroy_asks_for_the_name_and_removes_what_the_app_had(platform: Platfo
     # Created again, it starts from nothing.
     p.create_app("doomed")
     assert p.berth("versions", "doomed") in ([], {"versions": []})
+
+
+# -- the app's output reaches its log stream ---------------------------------------------------
+
+
+def test_stdout_and_stderr_reach_the_apps_log_stream_tagged(platform: Platform, apps: Path) -> None:
+    p = platform
+    token = p.create_app("chatty")
+    main = ("import sys\n" + HELLO.replace(
+        "    path = environ.get(\"PATH_INFO\", \"/\")",
+        "    path = environ.get(\"PATH_INFO\", \"/\")\n"
+        "    print('out-line ' + path, flush=True)\n"
+        "    print('err-line ' + path, file=sys.stderr, flush=True)"))
+    p.deploy(write_app(apps, "chatty", "1.0.0", main))
+    assert p.get("chatty", "/marker")[0] == 200
+
+    def logs() -> str:
+        env = p.env(token)
+        env["BERTH_LOGS_URL"] = f"http://127.0.0.1:{p.ports['logs_http']}"
+        done = subprocess.run([str(p.bin / "berth"), "logs", "chatty", "-n", "200"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        return done.stdout
+
+    eventually(lambda: "err-line /marker" in logs(), "the app's stderr in its log stream")
+    text = logs()
+    assert "out-line /marker" in text
+    line = next(ln for ln in text.splitlines() if "out-line /marker" in ln)
+    assert "1.0.0-" in line, line  # the instance, e.g. chatty[1.0.0-1]

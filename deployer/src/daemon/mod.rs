@@ -43,7 +43,7 @@ pub struct Config {
     pub operator_tokens: Vec<String>,
     /// SHA-256 (hex) of the tokens Berth services use to read the registry.
     pub service_tokens: Vec<String>,
-    /// Log verbosity (0 info, 1 debug, 2 trace).
+    /// Log verbosity (0 warnings, 1 info, 2 debug, 3 trace).
     pub verbosity: u8,
     /// Log as JSON lines.
     pub log_json: bool,
@@ -82,7 +82,7 @@ pub struct AppsConfig {
     /// Apps run as the system user `<prefix><app>` (made on first deploy).
     pub user_prefix: String,
     /// `auto`: own users, cgroups and the network guard when berthd runs as root, else
-    /// apps run as berthd's user (said in the log and in `berth status`); `required`:
+    /// apps run as berthd's user (said in berthd's log at start); `required`:
     /// refuse to run apps without them; `none`: never.
     pub isolation: String,
     /// Bubblewrap: `auto` (when present and working), `always`, `never`.
@@ -92,7 +92,8 @@ pub struct AppsConfig {
     pub watch_window: HumanDuration,
     /// Instances per release unless `berth scale` says otherwise.
     pub default_scale: u32,
-    /// Versions kept per app (older ones not live or in a kept release are removed).
+    /// Versions kept per app: the newest by semver, the versions of as many newest
+    /// releases, and what runs; older versions' files are removed.
     pub keep_versions: u32,
     /// Largest bundle accepted.
     pub max_bundle_bytes: ByteSize,
@@ -131,6 +132,12 @@ pub struct ServicesConfig {
     /// More ports apps may reach on 127.0.0.1 (the network guard allows the ports above
     /// and these: e.g. the collector's syslog 5140 and OTLP 4317).
     pub extra_ports: Vec<u16>,
+    /// Admin endpoints of the services that keep an app's data: `berth apps destroy` asks
+    /// each to purge it (`DELETE /v1/apps/{app}/data`). Empty: not purged there.
+    pub blob_admin_url: String,
+    pub logs_admin_url: String,
+    /// A file holding a token among those services' `operator_tokens`, for the purge.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServicesConfig {
@@ -142,6 +149,9 @@ impl Default for ServicesConfig {
             db_port: 6033,
             log_addr: "127.0.0.1:5170".into(),
             extra_ports: vec![5140, 4317],
+            blob_admin_url: "http://127.0.0.1:9298".into(),
+            logs_admin_url: "http://127.0.0.1:9299".into(),
+            admin_token_file: None,
         }
     }
 }
@@ -349,8 +359,12 @@ pub(crate) fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 
 /// Binds, prints the `LISTEN` lines, serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let mut cfg = cfg;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    // Absolute: instances' specs, sandboxes and secrets files name paths under it.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
     let state = state::State::open(&cfg.data_dir.join("state.redb"))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening {}", cfg.data_dir.join("state.redb").display()))?;

@@ -329,6 +329,17 @@ impl State {
         })
     }
 
+    /// Removes a version's record.
+    pub fn forget_version(&self, app: &str, version: &str) -> Result<(), StateError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = tx.open_table(VERSIONS).map_err(storage)?;
+            t.remove(key(app, version).as_str()).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        Ok(())
+    }
+
     /// Removes every deploy record of `app` (after destroy).
     pub fn forget_app(&self, app: &str) -> Result<(), StateError> {
         let tx = self.db.begin_write().map_err(storage)?;

@@ -216,11 +216,11 @@ impl Engine {
             .ok_or_else(|| Fail::new("validate", "version: not a semantic version"))?;
         let run = self.state.run(app).map_err(st("state"))?;
         let live = self.live_release(app)?;
-        if let Some(existing) = self
+        let known_before = self
             .state
             .version(app, &manifest.version)
-            .map_err(st("state"))?
-        {
+            .map_err(st("state"))?;
+        if let Some(existing) = &known_before {
             if existing.digest != collected.digest {
                 return Err(Fail::new(
                     "validate",
@@ -267,10 +267,48 @@ impl Engine {
             std::fs::rename(&incoming, &dir).map_err(st("validate"))?;
             make_read_only(&dir).map_err(st("validate"))?;
         }
+        let r = self
+            .deploy_checked_version(
+                actor,
+                app,
+                sha256,
+                &manifest,
+                &collected.digest,
+                &run,
+                no_promote,
+                reason,
+                tx,
+            )
+            .await;
+        if r.is_err() && known_before.is_none() {
+            // A version that never passed every gate is not kept: the same number may be
+            // deployed again with other content.
+            let _ = self.state.forget_version(app, &manifest.version);
+            make_writable(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        r
+    }
+
+    /// The rest of a deploy once the version's files are in place: provisioning, the import
+    /// gate, the release command, the rollout.
+    #[allow(clippy::too_many_arguments)]
+    async fn deploy_checked_version(
+        self: &Arc<Self>,
+        actor: &str,
+        app: &str,
+        sha256: &str,
+        manifest: &Manifest,
+        digest: &str,
+        run: &crate::daemon::store::AppRun,
+        no_promote: bool,
+        reason: &str,
+        tx: &Tx,
+    ) -> Result<Outcome, Fail> {
         let record = VersionRecord {
             app: app.into(),
             version: manifest.version.clone(),
-            digest: collected.digest.clone(),
+            digest: digest.to_string(),
             bundle_sha256: sha256.into(),
             manifest: manifest.clone(),
             created_ms: now_ms(),
@@ -278,7 +316,7 @@ impl Engine {
             state: "checking".into(),
             error: String::new(),
         };
-        self.provision(actor, app, &manifest, tx).await?;
+        self.provision(actor, app, manifest, tx).await?;
         let candidate = ReleaseRecord {
             app: app.into(),
             number: self.next_release_number(app)?,
@@ -310,10 +348,6 @@ impl Engine {
             .await
             .map_err(st("validate"))?;
         if !import.ok {
-            let mut failed = record.clone();
-            failed.state = "failed".into();
-            failed.error = import.output.clone();
-            let _ = self.state.commit(Batch::new().version(&failed));
             return Err(Fail::new(
                 "validate",
                 format!(
@@ -699,6 +733,7 @@ impl Engine {
         if opts.watch {
             self.start_watch(app, number, candidates.clone(), now_warm);
         }
+        self.prune_versions(app);
         Ok(Outcome::Released(release))
     }
 
@@ -1168,6 +1203,51 @@ impl Engine {
         .await
     }
 
+    /// Keeps the `keep_versions` newest versions (by semver), the versions of the
+    /// `keep_versions` newest releases and every version an instance runs; removes the
+    /// others' files, records and the bundles no kept version uses.
+    fn prune_versions(&self, app: &str) {
+        let keep = self.cfg.apps.keep_versions.max(1) as usize;
+        let Ok(mut versions) = self.state.versions(app) else {
+            return;
+        };
+        let running: std::collections::HashSet<String> = self
+            .state
+            .instances(app)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.version)
+            .collect();
+        versions.sort_by(|a, b| {
+            semver::Version::parse(&b.version)
+                .ok()
+                .cmp(&semver::Version::parse(&a.version).ok())
+        });
+        // Spared too: what runs, and the versions of the newest releases (rollback targets).
+        let mut spared = running;
+        let releases = self.state.releases(app).unwrap_or_default();
+        for r in releases.iter().rev().take(keep) {
+            spared.insert(r.version.clone());
+        }
+        let (kept, old) = versions.split_at(keep.min(versions.len()));
+        let mut bundles_in_use: std::collections::HashSet<String> =
+            kept.iter().map(|v| v.bundle_sha256.clone()).collect();
+        for v in old.iter().filter(|v| spared.contains(&v.version)) {
+            bundles_in_use.insert(v.bundle_sha256.clone());
+        }
+        for v in old.iter().filter(|v| !spared.contains(&v.version)) {
+            let dir = self.version_dir(app, &v.version);
+            make_writable(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            if self.state.forget_version(app, &v.version).is_ok() {
+                tracing::info!(app, version = %v.version, "removed an old version (apps.keep_versions)");
+            }
+            if !bundles_in_use.contains(&v.bundle_sha256) {
+                let _ = std::fs::remove_file(self.bundle_path(&v.bundle_sha256));
+            }
+        }
+    }
+
     fn kept_version(&self, app: &str, version: &str) -> Result<VersionRecord, Fail> {
         let v = self
             .state
@@ -1531,6 +1611,12 @@ impl Engine {
                 ("live", true) => tracing::info!(app = %i.app, instance = %i.id, "re-adopted"),
                 ("live", false) => {
                     tracing::warn!(app = %i.app, instance = %i.id, "its shim is gone; starting it again");
+                    // The user and its network guard first (after a reboot the guard's rules
+                    // are gone).
+                    if let Err(e) = self.app_user(&i.app) {
+                        tracing::error!(app = %i.app, "{e:#}; not starting it");
+                        continue;
+                    }
                     if let Err(e) = self.spawn_shim(&i.dir) {
                         tracing::error!(app = %i.app, instance = %i.id, "restarting: {e:#}");
                     }
@@ -1606,11 +1692,15 @@ impl Engine {
         self.cancel_watch(app);
         let instances = self.state.instances(app).map_err(|e| anyhow!("{e}"))?;
         let run = self.state.run(app).map_err(|e| anyhow!("{e}"))?;
-        self.state.forget_app(app).map_err(|e| anyhow!("{e}"))?;
-        if let Err(e) = self.push_routes(self.route_table(None)?).await {
+        // No more requests, then no more processes, so nothing writes while its data goes.
+        let mut table = self.route_table(None)?;
+        table.apps.retain(|a| a.name != app);
+        if let Err(e) = self.push_routes(table).await {
             tracing::warn!(app, "removing the app's routes: {e:#}");
         }
         self.stop_all(&instances, Duration::from_secs(2)).await;
+        self.purge_service_data(app).await?;
+        self.state.forget_app(app).map_err(|e| anyhow!("{e}"))?;
         if run.db_provisioned {
             if let Some(db) = &self.cfg.database {
                 let name = AppName::parse(app).map_err(|e| anyhow!("{e}"))?;
@@ -1637,8 +1727,50 @@ impl Engine {
             }
             let _ = crate::shim::users::remove_app_user(app, &self.cfg.apps.user_prefix);
         }
+        remove_cgroups(app);
+        make_writable(&self.cfg.data_dir.join("apps").join(app));
         let _ = std::fs::remove_dir_all(self.cfg.data_dir.join("apps").join(app));
         let _ = std::fs::remove_dir_all(self.cfg.data_dir.join("run").join(app));
+        Ok(())
+    }
+
+    /// Asks the blob server and the log collector to delete the app's data. A failure stops
+    /// the destroy (run it again), so no data outlives its app unnoticed.
+    async fn purge_service_data(&self, app: &str) -> anyhow::Result<()> {
+        let s = &self.cfg.services;
+        let token = match &s.admin_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow!("services.admin_token_file {}: {e}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        for (what, url) in [
+            ("blob server", &s.blob_admin_url),
+            ("log collector", &s.logs_admin_url),
+        ] {
+            if url.is_empty() {
+                tracing::warn!(
+                    app,
+                    "{what}: no admin URL configured; its data of the app stays"
+                );
+                continue;
+            }
+            let path = format!("/v1/apps/{app}/data");
+            let (status, body) = super::routes::http(url, "DELETE", &path, token.as_deref(), b"")
+                .await
+                .map_err(|e| anyhow!("the {what} at {url} could not purge {app}'s data: {e:#}; run the destroy again"))?;
+            if status != 200 {
+                return Err(anyhow!(
+                    "the {what} at {url} refused to purge {app}'s data ({status} {}); check \
+                     services.admin_token_file, then run the destroy again",
+                    body.trim()
+                ));
+            }
+            tracing::info!(app, "{what}: purged: {}", body.trim());
+        }
         Ok(())
     }
 
@@ -1781,6 +1913,38 @@ fn make_read_only(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+}
+
+/// Removes the app's parent cgroups (`berth/<app>`, in every v1 hierarchy or in v2); the
+/// shims removed their instances' groups.
+fn remove_cgroups(app: &str) {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join("berth").join(app)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            dirs.push(e.path().join("berth").join(app));
+        }
+    }
+    for d in dirs {
+        if d.is_dir() {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                tracing::warn!(app, dir = %d.display(), "removing the app's cgroup: {e}");
+            }
+        }
+    }
+}
+
+/// Undoes [`make_read_only`] so the tree can be removed.
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
 }
 
 fn short(digest: &str) -> &str {
