@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -109,6 +111,25 @@ def test_deploy_upgrade_rollback_and_promote(platform: Platform, apps: Path) -> 
     events = events["events"] if isinstance(events, dict) else events
     actions = {e["action"] for e in events}
     assert {"release.create", "version.create", "app.provision"} <= actions
+
+
+def test_quota_limits_reach_the_router(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("limited")
+    p.deploy(write_app(apps, "limited", "1.0.0", HELLO))
+    p.berth("quota", "limited", "max_body_bytes=1KiB")
+
+    def post(size: int) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{p.ports['router']}/", data=b"x" * size,
+                                     headers={"Host": "limited.localhost"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    eventually(lambda: post(4096) == 413, "the router to refuse a body over the app's limit")
+    assert post(100) == 200
 
 
 def test_no_promote_leaves_the_live_release(platform: Platform, apps: Path) -> None:

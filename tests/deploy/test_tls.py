@@ -3,8 +3,13 @@ system's roots, and refuses a server whose certificate it cannot verify."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import secrets
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -28,8 +33,12 @@ def tls_berthd(pytestconfig: pytest.Config, tmp_path: Path) -> Iterator[tuple[Pa
         "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days",
         "2", "-extfile", tmp_path / "ext.cnf", "-out", cert)
+    service_token = secrets.token_hex(32)
+    (tmp_path / "service-token").write_text(service_token + "\n")
     (tmp_path / "berthd.toml").write_text(
-        f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n[router]\nadmin_url = ""\n')
+        f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+        f'service_tokens = ["{hashlib.sha256(service_token.encode()).hexdigest()}"]\n'
+        '[router]\nadmin_url = ""\n[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n')
     p = ServerProcess([bin_dir / "berthd", "--config", tmp_path / "berthd.toml", "--data-dir",
                        tmp_path / "data", "--listen", "127.0.0.1:0", "--admin-listen",
                        "127.0.0.1:0"], tmp_path, "berthd")
@@ -62,3 +71,32 @@ def test_the_cli_talks_tls_to_berthd_and_verifies_it(pytestconfig: pytest.Config
     # Plain HTTP/2 to a TLS port does not work either.
     plain = berth(bin_dir, tmp, "apps", "list", ca=False, server=f"http://127.0.0.1:{port}")
     assert plain.returncode != 0
+
+
+def test_a_service_follows_the_registry_over_tls(pytestconfig: pytest.Config,
+                                                 tls_berthd: tuple[Path, int]) -> None:
+    bin_dir = Path(pytestconfig.getoption("--bin-dir"))
+    tmp, port = tls_berthd
+    created = berth(bin_dir, tmp, "apps", "create", "tlsapp", "--json",
+                    server=f"https://localhost:{port}")
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["secret"]
+    env = dict(os.environ, BERTH_REGISTRY_CA_FILE=str(tmp / "cert.pem"))
+    cache = ServerProcess([bin_dir / "cache-server", "-p", "0", "-l", "127.0.0.1",
+                           "--admin-listen", "127.0.0.1:0", "--registry-state",
+                           tmp / "cache-registry.toml", "--registry", f"https://localhost:{port}",
+                           "--registry-token", tmp / "service-token"], tmp, "cache-server",
+                          env=env)
+    try:
+        cport = cache.wait_listen(["memcache"])["memcache"][1]
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.create_connection(("127.0.0.1", cport), timeout=5) as s:
+                cred = f"tlsapp {token}".encode()
+                s.sendall(b"set auth 0 0 %d\r\n%s\r\n" % (len(cred), cred))
+                if s.recv(200).startswith(b"STORED"):
+                    break
+            assert time.monotonic() < deadline, "the cache server never got the app over TLS"
+            time.sleep(0.2)
+    finally:
+        cache.stop()

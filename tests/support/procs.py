@@ -31,7 +31,8 @@ def free_port() -> int:
 class ServerProcess:
     """One child process, with stdout collected line by line and stderr kept in a file."""
 
-    def __init__(self, argv: list[str], log_dir: Path, name: str) -> None:
+    def __init__(self, argv: list[str], log_dir: Path, name: str,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = [str(a) for a in argv]
         self.name = name
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             cwd=REPO_ROOT,
+            env=env,
         )
         # Drain stdout for the whole life of the process so a chatty server never blocks on
         # a full pipe, and so LISTEN lines can be waited for with a deadline.

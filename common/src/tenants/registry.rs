@@ -132,18 +132,47 @@ pub fn follow(
     })
 }
 
+/// Environment variable naming a PEM file of a CA to trust (besides the system's roots) for
+/// an `https://` registry, e.g. berthd's own certificate authority.
+pub const REGISTRY_CA_ENV: &str = "BERTH_REGISTRY_CA_FILE";
+
+fn registry_tls() -> Result<tonic::transport::ClientTlsConfig, String> {
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+    if let Some(path) = std::env::var_os(REGISTRY_CA_ENV) {
+        let pem = std::fs::read(&path).map_err(|e| {
+            format!(
+                "{REGISTRY_CA_ENV}={}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    Ok(tls)
+}
+
 async fn watch_once(
     handle: &TenantsHandle,
     source: &RegistrySource,
     known: &mut u64,
     validate: &(impl Fn(&TenantSet) -> Result<(), String> + Send + Sync),
 ) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(source.url.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(source.url.clone())
         .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .connect_timeout(Duration::from_secs(5));
+    if source.url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(registry_tls()?)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        let mut why = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            why.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        why
+    })?;
     let mut client = api::registry_client::RegistryClient::new(channel);
     let mut req = tonic::Request::new(api::WatchRequest {
         known_generation: *known,

@@ -246,6 +246,8 @@ impl api::apps_server::Apps for Control {
             .set_limits(&caller.actor(), &r.name, limits_map(r.limits), r.reset)
             .await
             .map_err(status)?;
+        // The router enforces some of them (body size, time, concurrency).
+        self.engine.routes_changed();
         Ok(Response::new(self.app_message(&app)?))
     }
 

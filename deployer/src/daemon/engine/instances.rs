@@ -304,7 +304,7 @@ impl Engine {
             sandbox: shim::Sandbox {
                 mode: self.cfg.apps.sandbox,
                 hide: vec![self.cfg.data_dir.clone()],
-                read_only: vec![bundle.to_path_buf(), dir.join("secrets.toml")],
+                read_only: self.sandbox_read_only(bundle, dir),
             },
             log: self.log_target(app),
             restart: shim::RestartPolicy {
@@ -314,6 +314,22 @@ impl Engine {
             },
             stop_grace_ms: m.drain.as_duration().as_millis() as u64,
         })
+    }
+
+    /// What the sandbox re-binds read-only over its fresh /tmp and the hidden data dir: the
+    /// bundle, the secrets file, and the runtime's environment (`apps.python`'s venv root,
+    /// which may itself live under /tmp).
+    fn sandbox_read_only(&self, bundle: &Path, dir: &Path) -> Vec<PathBuf> {
+        let mut ro = vec![bundle.to_path_buf(), dir.join("secrets.toml")];
+        let python = Path::new(&self.cfg.apps.python);
+        if python.is_absolute() {
+            if let Some(root) = python.parent().and_then(Path::parent) {
+                if root != Path::new("/") && root != Path::new("/usr") {
+                    ro.push(root.to_path_buf());
+                }
+            }
+        }
+        ro
     }
 
     /// Starts `berth-shim --spec DIR/spec.json` in a session of its own, its output in

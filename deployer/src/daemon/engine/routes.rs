@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use berth_router::table::{AppRoute, LogTarget, RouteTable};
+use berth_common::tenants::TenantSet;
+use berth_router::table::{AppLimits, AppRoute, LogTarget, RouteTable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Engine;
@@ -17,6 +18,8 @@ impl Engine {
         override_app: Option<(&str, &[String], &str, &str)>,
     ) -> anyhow::Result<RouteTable> {
         let mut apps = Vec::new();
+        let registry = self.state.registry().borrow().clone();
+        let tenants = TenantSet::from_toml_str(&registry.tenants_toml).ok();
         for run in self.state.runs().map_err(|e| anyhow!("{e}"))? {
             let (backends, version, release) = match override_app {
                 Some((name, backends, version, release)) if name == run.app => {
@@ -43,6 +46,16 @@ impl Engine {
                 token: t.token,
                 token_sha256: None,
             });
+            // The tenant's router limits (set with `berth quota`).
+            let limits = tenants
+                .as_ref()
+                .and_then(|t| t.get(&run.app))
+                .map(|t| AppLimits {
+                    max_body_bytes: Some(t.max_body_bytes),
+                    request_timeout: Some(t.request_timeout),
+                    max_concurrent_requests: Some(t.max_concurrent_requests),
+                })
+                .unwrap_or_default();
             apps.push(AppRoute {
                 name: run.app.clone(),
                 prefix: Some(format!("/{}", run.app)),
@@ -50,6 +63,7 @@ impl Engine {
                 version: Some(version),
                 release: Some(release),
                 logs,
+                limits,
                 ..AppRoute::default()
             });
         }
@@ -67,6 +81,12 @@ impl Engine {
         self.routes_dirty
             .store(r.is_err(), std::sync::atomic::Ordering::Relaxed);
         r
+    }
+
+    /// Makes the monitor push the table again soon (e.g. an app's router limits changed).
+    pub fn routes_changed(&self) {
+        self.routes_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Pushes the current table again if the last push failed (the router was down).
