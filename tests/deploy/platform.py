@@ -44,13 +44,14 @@ def runtime_python() -> str:
 
 
 def write_app(root: Path, name: str, version: str, main: str, manifest_extra: str = "",
-              files: dict[str, bytes] | None = None) -> Path:
+              files: dict[str, bytes] | None = None,
+              services: tuple[str, ...] = ("cache", "blobs", "logs")) -> Path:
     """An app directory: berth.toml, main.py and any extra files."""
     d = root / f"{name}-{version}-{secrets.token_hex(3)}"
     d.mkdir(parents=True)
     (d / "berth.toml").write_text(
         f'name = "{name}"\nversion = "{version}"\nentry = "main:app"\n'
-        f'drain = "1s"\nservices = ["cache", "blobs", "logs"]\n'
+        f'drain = "1s"\nservices = {json.dumps(list(services))}\n'
         f'[health]\npath = "/health"\ninterval = "100ms"\nstart_timeout = "20s"\n'
         f'healthy_threshold = 1\nunhealthy_threshold = 2\n{manifest_extra}'
     )

@@ -309,6 +309,25 @@ def app(environ, start_response):
         out = attempt(lambda: socket.create_connection(("127.0.0.1", int(q)), timeout=2).close())
     elif path == "/kill":
         out = attempt(lambda: os.kill(int(q), 0))
+    elif path == "/db":
+        import berth.db, pymysql
+        def use_other():
+            st = berth.db.settings()
+            conn = pymysql.connect(host=st.host, port=st.port, user=st.user,
+                                   password=st.password, database=q, connect_timeout=3)
+            conn.close()
+        try:
+            use_other()
+            out = "allowed"
+        except Exception as e:
+            out = "refused: %s" % e
+    elif path == "/cache-as":
+        import berth.config
+        cred = ("%s %s" % (q, berth.config.current().token)).encode()
+        host, port = os.environ["BERTH_CACHE_SERVERS"].split(",")[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.sendall(b"set auth 0 0 %d\\r\\n%s\\r\\n" % (len(cred), cred))
+            out = "allowed" if s.recv(100).startswith(b"STORED") else "refused"
     elif path == "/whoami":
         out = "%d %d" % (os.getuid(), os.getpid())
     else:
@@ -325,7 +344,8 @@ def test_apps_are_isolated_from_each_other_and_from_the_backend(platform: Platfo
     p = platform
     for name in ("left", "right"):
         p.create_app(name)
-        p.deploy(write_app(apps, name, "1.0.0", PROBE_APP))
+        p.deploy(write_app(apps, name, "1.0.0", PROBE_APP,
+                           services=("cache", "blobs", "logs", "db")))
     uid_l, pid_l = map(int, p.get("left", "/whoami")[1].split())
     uid_r, _ = map(int, p.get("right", "/whoami")[1].split())
     assert uid_l != 0 and uid_r != 0 and uid_l != uid_r
@@ -348,6 +368,11 @@ def test_apps_are_isolated_from_each_other_and_from_the_backend(platform: Platfo
     assert p.get("left", f"/connect?{p.ports['berthd']}")[1].startswith("refused")
     assert p.get("left", f"/connect?{p.ports['query']}")[1] == "allowed"
     assert p.get("left", f"/connect?{p.ports['cache']}")[1] == "allowed"
+    # Namespaces: its own token opens neither the other app's database nor its cache.
+    assert p.get("left", "/db?app_left")[1] == "allowed"
+    assert p.get("left", "/db?app_right")[1].startswith("refused")
+    assert p.get("left", "/cache-as?left")[1] == "allowed"
+    assert p.get("left", "/cache-as?right")[1] == "refused"
 
 
 # -- berthd restarts -----------------------------------------------------------------------------
