@@ -61,53 +61,53 @@ def live_release(p: Platform, app: str) -> Any:
 
 def test_deploy_upgrade_rollback_and_promote(platform: Platform, apps: Path) -> None:
     p = platform
-    p.create_app("hello")
-    v1 = write_app(apps, "hello", "1.0.0", HELLO)
+    p.create_app("greeter")
+    v1 = write_app(apps, "greeter", "1.0.0", HELLO)
     done = p.deploy(v1)
     assert "v1" in done.stdout and "1.0.0" in done.stdout
-    assert p.get("hello", "/x") == (200, "hello 1.0.0 /x")
+    assert p.get("greeter", "/x") == (200, "greeter 1.0.0 /x")
 
-    v2 = write_app(apps, "hello", "1.1.0", HELLO + "\n# 1.1\n")
+    v2 = write_app(apps, "greeter", "1.1.0", HELLO + "\n# 1.1\n")
     p.deploy(v2)
-    assert p.get("hello")[1].startswith("hello 1.1.0")
-    rels = p.releases("hello")
+    assert p.get("greeter")[1].startswith("greeter 1.1.0")
+    rels = p.releases("greeter")
     assert [r["id"] for r in rels][:2] == ["v2", "v1"]
     assert rels[0]["state"] == "live"
 
     # Rollback: the previous release is still warm, so it is back at once.
     started = time.monotonic()
-    p.berth("rollback", "hello")
+    p.berth("rollback", "greeter")
     took = time.monotonic() - started
-    assert p.get("hello")[1].startswith("hello 1.0.0")
-    assert live_release(p, "hello")["id"] == "v3"
-    assert "rollback to v1" in live_release(p, "hello")["description"]
+    assert p.get("greeter")[1].startswith("greeter 1.0.0")
+    assert live_release(p, "greeter")["id"] == "v3"
+    assert "rollback to v1" in live_release(p, "greeter")["description"]
     assert took < 10, took
 
     # Promote a version again.
-    p.berth("promote", "hello", "1.1.0")
-    assert p.get("hello")[1].startswith("hello 1.1.0")
+    p.berth("promote", "greeter", "1.1.0")
+    assert p.get("greeter")[1].startswith("greeter 1.1.0")
 
     # The same version with the same content: nothing to do.
     done = p.deploy(v2)
     assert "nothing to do" in done.stdout or "already live" in done.stdout
-    assert live_release(p, "hello")["id"] == "v4"
+    assert live_release(p, "greeter")["id"] == "v4"
 
     # The same version with other content: refused, live unchanged.
-    other = write_app(apps, "hello", "1.1.0", HELLO + "\n# changed\n")
+    other = write_app(apps, "greeter", "1.1.0", HELLO + "\n# changed\n")
     done = p.deploy(other, ok=False)
     assert "different content" in done.stdout + done.stderr
     # A lower version needs --allow-downgrade.
-    old = write_app(apps, "hello", "0.9.0", HELLO)
+    old = write_app(apps, "greeter", "0.9.0", HELLO)
     done = p.deploy(old, ok=False)
     assert "--allow-downgrade" in done.stdout + done.stderr
-    assert p.get("hello")[1].startswith("hello 1.1.0")
+    assert p.get("greeter")[1].startswith("greeter 1.1.0")
     p.deploy(old, "--allow-downgrade")
-    assert p.get("hello")[1].startswith("hello 0.9.0")
+    assert p.get("greeter")[1].startswith("greeter 0.9.0")
 
-    versions = p.berth("versions", "hello")
+    versions = p.berth("versions", "greeter")
     versions = versions["versions"] if isinstance(versions, dict) else versions
     assert [v["version"] for v in versions] == ["1.1.0", "1.0.0", "0.9.0"]
-    events = p.berth("events", "hello")
+    events = p.berth("events", "greeter")
     events = events["events"] if isinstance(events, dict) else events
     actions = {e["action"] for e in events}
     assert {"release.create", "version.create", "app.provision"} <= actions
@@ -495,3 +495,15 @@ def test_stdout_and_stderr_reach_the_apps_log_stream_tagged(platform: Platform, 
     assert "out-line /marker" in text
     line = next(ln for ln in text.splitlines() if "out-line /marker" in ln)
     assert "1.0.0-" in line, line  # the instance, e.g. chatty[1.0.0-1]
+
+
+# -- the examples deploy as they are ---------------------------------------------------------------
+
+
+def test_the_examples_deploy_with_one_command(platform: Platform) -> None:
+    p = platform
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    p.create_app("hello")
+    done = p.deploy(examples / "hello")
+    assert "Released v1" in done.stdout, done.stdout
+    assert p.get("hello") == (200, "Hello from Berth! (version 1.0.0)\n")

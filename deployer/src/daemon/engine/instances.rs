@@ -95,8 +95,8 @@ impl Engine {
         let s = &self.cfg.services;
         let m = &version.manifest;
         let mut env = BTreeMap::new();
-        // Plain config first, the manifest's env over it? No: the operator's config wins
-        // over what the bundle says, as on Heroku (config vars override defaults).
+        // The manifest's env, then the app's config over it (config vars override what the
+        // bundle says, as on Heroku), then the runtime contract over both.
         env.extend(m.env.clone());
         env.extend(release.config.plain.clone());
         let wants = |svc: &str| m.services.iter().any(|s| s == svc);
@@ -127,7 +127,9 @@ impl Engine {
             set("BERTH_DB_PORT", s.db_port.to_string());
             set("BERTH_DB_NAME", format!("app_{}", app.replace('-', "_")));
         }
-        if wants("logs") {
+        // Logging is the platform's, not an option: the runtime installs the system log
+        // handler in every app (and the shim ships stdout/stderr there anyway).
+        if !s.log_addr.is_empty() {
             set("BERTH_LOG_ADDR", s.log_addr.clone());
         }
         if let Some(port) = port {
