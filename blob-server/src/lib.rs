@@ -7,6 +7,7 @@
 //! (docs/protocols/blob.md), [`server`] binds and runs it, [`config`] is its configuration.
 //! The on-disk format is described in `docs/blob-store-design.md`.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod server;

@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::admin::PurgeState;
 use crate::config::Config;
 use crate::http::{Api, ApiLimits, Signer};
 use crate::store::Store;
@@ -95,18 +96,33 @@ pub async fn run(
     let conns = Arc::new(ConnCounters::default());
     let mut tasks = tokio::task::JoinSet::new();
 
+    let purges = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let admin_state = AdminState {
         metrics: {
-            let (api, conns) = (api.clone(), conns.clone());
-            Arc::new(move |out: &mut String| metrics(&api, &conns, out))
+            let (api, conns, purges) = (api.clone(), conns.clone(), purges.clone());
+            Arc::new(move |out: &mut String| {
+                metrics(&api, &conns, out);
+                MetricsWriter::new(out).counter(
+                    "berth_blob_app_purges_total",
+                    "apps purged through DELETE /v1/apps/{app}/data",
+                    purges.load(Ordering::Relaxed),
+                );
+            })
         },
         ready: ready.clone(),
-        operators,
+        operators: operators.clone(),
     };
+    let admin_app = crate::admin::routes(PurgeState {
+        store: store.clone(),
+        operators: operators.clone(),
+        dev: handle.is_none(),
+        purges: purges.clone(),
+    })
+    .merge(admin::routes(admin_state));
     let sd = shutdown.signal();
     let admin_listener = bound.admin;
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, admin_state, sd).await {
+        if let Err(e) = admin::serve_app(admin_listener, admin_app, sd).await {
             tracing::error!(error = %e, "admin endpoint failed");
         }
     });

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use berth_common::admin::AdminState;
+use berth_common::admin::{json_error as error, json_response as json};
 use berth_common::shutdown::ShutdownSignal;
 use berth_common::tenants::OperatorTokens;
 
@@ -56,24 +57,6 @@ pub async fn serve(
         .with_state(admin)
         .merge(common);
     berth_common::admin::serve_app(listener, app, shutdown).await
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response {
-    let mut body = serde_json::to_vec(v).unwrap_or_default();
-    body.push(b'\n');
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-fn error(status: StatusCode, msg: &str) -> Response {
-    json(status, &serde_json::json!({ "error": msg }))
 }
 
 /// `None` when one of `lists` accepts the request's token; else the refusal.

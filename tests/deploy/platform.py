@@ -96,8 +96,8 @@ class Platform:
         self.bin, self.tmp = bin_dir, tmp
         self.procs: dict[str, ServerProcess] = {}
         self.apps: list[str] = []
-        self.ports = pick_ports(("berthd", "cache", "blob", "query", "logs", "logs_http",
-                                 "router", "router_admin"))
+        self.ports = pick_ports(("berthd", "cache", "blob", "blob_admin", "query", "logs",
+                                 "logs_http", "logs_admin", "router", "router_admin"))
         self.service_token = secrets.token_hex(32)
         self.router_token = secrets.token_hex(32)
         (tmp / "service-token").write_text(self.service_token + "\n")
@@ -127,8 +127,9 @@ db_host = "127.0.0.1"
 db_port = {p['query']}
 log_addr = "127.0.0.1:{p['logs']}"
 extra_ports = []
-blob_admin_url = ""
-logs_admin_url = ""
+blob_admin_url = "http://127.0.0.1:{p['blob_admin']}"
+logs_admin_url = "http://127.0.0.1:{p['logs_admin']}"
+admin_token_file = "{tmp / 'berthd' / 'operator-token'}"
 [router]
 admin_url = "http://127.0.0.1:{p['router_admin']}"
 token_file = "{tmp / 'router-token'}"
@@ -169,16 +170,22 @@ backend_secret_file = "{tmp / 'backend-secret'}"
         for d in ("blob", "logs", "query", "router", "cache"):
             (t / d).mkdir(exist_ok=True)
         self._start("cache-server", "cache-server", [
-            "-p", p["cache"], "-l", "127.0.0.1", "--admin-listen", "127.0.0.1:0",
+            # Room for every app the tests make (each reserves its cache_bytes, 64 MiB).
+            "-p", p["cache"], "-l", "127.0.0.1", "-m", "8192", "--admin-listen", "127.0.0.1:0",
             "--registry-state", t / "cache" / "registry.toml", *self.registry()], "memcache")
+        # berthd's operator token opens their admin endpoints (the purge at destroy).
+        operator = (t / "berthd" / "operator-token").read_text().strip()
+        (t / "operators.toml").write_text(
+            f'operator_tokens = ["{hashlib.sha256(operator.encode()).hexdigest()}"]\n')
         self._start("blob-server", "blob-server", [
-            "--data-dir", t / "blob", "--listen", f"127.0.0.1:{p['blob']}",
-            "--admin-listen", "127.0.0.1:0", *self.registry()], "http")
+            "--config", t / "operators.toml", "--data-dir", t / "blob",
+            "--listen", f"127.0.0.1:{p['blob']}",
+            "--admin-listen", f"127.0.0.1:{p['blob_admin']}", *self.registry()], "http")
         self._start("log-collector", "log-collector", [
-            "--data-dir", t / "logs", "--listen-json", f"127.0.0.1:{p['logs']}",
-            "--listen-syslog", "", "--listen-otlp", "",
+            "--config", t / "operators.toml", "--data-dir", t / "logs",
+            "--listen-json", f"127.0.0.1:{p['logs']}", "--listen-syslog", "", "--listen-otlp", "",
             "--listen-http", f"127.0.0.1:{p['logs_http']}",
-            "--admin-listen", "127.0.0.1:0", *self.registry()], "json")
+            "--admin-listen", f"127.0.0.1:{p['logs_admin']}", *self.registry()], "json")
         self._start("query-proxy", "query-proxy", [
             "--config", t / "query.toml", "--data-dir", t / "query",
             "--listen", f"127.0.0.1:{p['query']}", "--admin-listen", "127.0.0.1:0",

@@ -446,11 +446,41 @@ def test_ten_deploys_and_rollbacks_under_load_fail_no_request(platform: Platform
 # -- destroy ----------------------------------------------------------------------------------
 
 
+def blob(p: Platform, token: str, key: str, data: bytes | None = None) -> int:
+    """PUT `data` under bucket b, or GET when None; the HTTP status."""
+    req = urllib.request.Request(f"http://127.0.0.1:{p.ports['blob']}/buckets/b/keys/{key}",
+                                 data=data, method="GET" if data is None else "PUT",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def logs_of(p: Platform, app: str, token: str) -> str:
+    env = p.env(token)
+    env["BERTH_LOGS_URL"] = f"http://127.0.0.1:{p.ports['logs_http']}"
+    done = subprocess.run([str(p.bin / "berth"), "logs", app, "-n", "200"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout
+
+
 def test_destroy_asks_for_the_name_and_removes_what_the_app_had(platform: Platform, apps: Path) -> None:
     p = platform
-    p.create_app("doomed")
+    token = p.create_app("doomed")
     p.deploy(write_app(apps, "doomed", "1.0.0", HELLO))
     assert p.get("doomed")[0] == 200
+    # Data in the blob server and the log collector, written with the app's token.
+    assert blob(p, token, "kept", b"precious") in (200, 204)
+    with socket.create_connection(("127.0.0.1", p.ports["logs"]), timeout=5) as s:
+        s.sendall(json.dumps({"hello": {"app": "doomed", "token": token, "ack": True}}).encode()
+                  + b"\n" + b'{"message": "before-destroy"}\n')
+        reader = s.makefile("rb")
+        reader.readline()
+        assert b'"ack"' in reader.readline()
+    assert blob(p, token, "kept") == 200
+    eventually(lambda: "before-destroy" in logs_of(p, "doomed", token), "the event stored")
     pids = [i["pid"] for i in p.status("doomed")["instances"]]
     done = p.run("apps", "destroy", "doomed", stdin="nope\n")
     assert done.returncode != 0 and p.get("doomed")[0] == 200
@@ -464,9 +494,11 @@ def test_destroy_asks_for_the_name_and_removes_what_the_app_had(platform: Platfo
     assert not (p.tmp / "berthd" / "run" / "doomed").exists()
     if os.geteuid() == 0:
         assert subprocess.run(["id", "app-doomed"], capture_output=True).returncode != 0
-    # Created again, it starts from nothing.
-    p.create_app("doomed")
+    # Created again, it starts from nothing: no versions, no blobs, no log events.
+    token = p.create_app("doomed")
     assert p.berth("versions", "doomed") in ([], {"versions": []})
+    assert blob(p, token, "kept") == 404
+    assert "before-destroy" not in logs_of(p, "doomed", token)
 
 
 # -- the app's output reaches its log stream ---------------------------------------------------

@@ -63,6 +63,12 @@ pub(crate) enum Op {
         key: String,
         condition: Condition,
     },
+    /// Removes up to `limit` of `app`'s named objects and holds (objects first), as one step
+    /// of a purge; the step that finds nothing left also clears its usage row.
+    Purge {
+        app: String,
+        limit: usize,
+    },
     /// A scrub found `id`'s stored bytes corrupt: reads of it fail until it is stored again.
     Quarantine {
         id: ContentId,
@@ -79,9 +85,10 @@ pub(crate) enum Op {
 impl Op {
     fn app(&self) -> &str {
         match self {
-            Op::Store { app, .. } | Op::DeleteBlob { app, .. } | Op::DeleteObject { app, .. } => {
-                app
-            }
+            Op::Store { app, .. }
+            | Op::DeleteBlob { app, .. }
+            | Op::DeleteObject { app, .. }
+            | Op::Purge { app, .. } => app,
             // Charge nobody (their usage delta is 0).
             Op::Relocate { .. } | Op::Quarantine { .. } => "",
         }
@@ -95,6 +102,21 @@ pub(crate) enum Reply {
     Deleted,
     /// Whether a relocation took effect (false: the content was deleted or moved meanwhile).
     Relocated(bool),
+    /// What one purge step removed.
+    Purged(PurgeStep),
+}
+
+/// What one [`Op::Purge`] step removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PurgeStep {
+    /// Named objects deleted.
+    pub keys: u64,
+    /// Content the app held by id (stored through the content-addressed API) let go.
+    pub blobs: u64,
+    /// Bytes taken off the app's usage.
+    pub bytes: u64,
+    /// Nothing of the app is left.
+    pub done: bool,
 }
 
 /// Where an op's answer goes: a thread blocked on a channel, or an async task.
@@ -511,6 +533,10 @@ impl Committer {
                 }
                 self.delete_object(tx, &app, &bucket, &key, effects)
             }
+            Op::Purge { app, limit } => {
+                let step = self.purge_step(tx, &app, limit.max(1), effects)?;
+                Ok((Ok((Reply::Purged(step), -(step.bytes as i128))), None))
+            }
             Op::Quarantine { id } => {
                 if meta::get_content(&tx.content, &id)?.is_some() {
                     tx.quarantine
@@ -544,6 +570,45 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// One bounded step of a purge, inside the batch's transaction: every change keeps the
+    /// metadata consistent (each object's hold is released with it), so a crash between
+    /// steps leaves a partly purged app that the next purge finishes.
+    fn purge_step(
+        &self,
+        tx: &mut Tx<'_>,
+        app: &str,
+        limit: usize,
+        effects: &mut Effects,
+    ) -> Result<PurgeStep> {
+        let mut step = PurgeStep::default();
+        let objects = tx.app_objects(app, limit)?;
+        let budget = limit - objects.len();
+        for (key, info) in objects {
+            tx.remove_object_key(&key)?;
+            step.bytes += self.release(tx, app, &info.id, Hold::Key, effects)?;
+            step.keys += 1;
+        }
+        if budget == 0 {
+            return Ok(step);
+        }
+        // No named object is left: what remains are holds by id.
+        let refs = tx.app_refs(app, budget)?;
+        let exhausted = refs.len() < budget;
+        for (id, r) in refs {
+            let rel = tx.drop_ref(app, &id)?;
+            self.collect(&id, rel.garbage, effects);
+            step.bytes += rel.freed;
+            if r.direct {
+                step.blobs += 1;
+            }
+        }
+        if exhausted {
+            step.bytes += tx.clear_usage(app)?;
+            step.done = true;
+        }
+        Ok(step)
     }
 
     #[allow(clippy::type_complexity)]

@@ -180,6 +180,11 @@ pub(crate) fn ref_key(app: &str, id: &ContentId) -> Vec<u8> {
     Enc::default().bytes(app.as_bytes()).raw(&id.0).0
 }
 
+/// Prefix shared by every `refs` and `objects` key of one app.
+pub(crate) fn app_prefix(app: &str) -> Vec<u8> {
+    Enc::default().bytes(app.as_bytes()).0
+}
+
 /// Prefix shared by all keys of one bucket, so listing is a range scan.
 pub(crate) fn bucket_prefix(app: &str, bucket: &str) -> Vec<u8> {
     Enc::default()
@@ -441,6 +446,88 @@ impl Tx<'_> {
             freed: content.size,
             garbage,
         })
+    }
+
+    /// Up to `limit` named objects of `app` (any bucket), in key order: (table key, object).
+    pub fn app_objects(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ObjectInfo)>> {
+        let prefix = app_prefix(app);
+        let mut out = Vec::new();
+        for item in self
+            .objects
+            .range(prefix.as_slice()..)
+            .map_err(crate::store::meta_err)?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(crate::store::meta_err)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), ObjectInfo::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` content ids `app` holds, in key order, with how it holds them.
+    pub fn app_refs(&self, app: &str, limit: usize) -> Result<Vec<(ContentId, AppRef)>> {
+        let prefix = app_prefix(app);
+        let mut out = Vec::new();
+        for item in self
+            .refs
+            .range(prefix.as_slice()..)
+            .map_err(crate::store::meta_err)?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(crate::store::meta_err)?;
+            let k = k.value();
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id: [u8; 32] = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| Error::Corrupt("ref key is not app + 32 bytes".into()))?;
+            out.push((ContentId(id), AppRef::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Removes the named object stored under table key `key` (from [`Tx::app_objects`]).
+    pub fn remove_object_key(&mut self, key: &[u8]) -> Result<()> {
+        self.objects.remove(key).map_err(crate::store::meta_err)?;
+        Ok(())
+    }
+
+    /// Drops every hold `app` has on `id` at once (purge): like releasing the last one.
+    pub fn drop_ref(&mut self, app: &str, id: &ContentId) -> Result<Released> {
+        let Some(mut r) = get_ref(&self.refs, app, id)? else {
+            return Ok(Released {
+                freed: 0,
+                garbage: None,
+            });
+        };
+        // Leave exactly one hold, then release it through the usual path.
+        if r.direct {
+            r.keys = 0;
+        } else {
+            r.keys = 1;
+        }
+        self.refs
+            .insert(ref_key(app, id).as_slice(), r.encode().as_slice())
+            .map_err(crate::store::meta_err)?;
+        let hold = if r.direct { Hold::Direct } else { Hold::Key };
+        self.release_hold(app, id, hold)
+    }
+
+    /// Removes `app`'s usage row; returns what it said (0 when there was none).
+    pub fn clear_usage(&mut self, app: &str) -> Result<u64> {
+        Ok(self
+            .usage
+            .remove(app)
+            .map_err(crate::store::meta_err)?
+            .map_or(0, |v| v.value()))
     }
 
     /// Stores the named object; returns the one it replaced.

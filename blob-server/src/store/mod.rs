@@ -17,6 +17,7 @@ mod error;
 mod id;
 mod meta;
 mod metadb;
+mod purge;
 mod quota;
 mod read;
 #[cfg(feature = "s3")]
@@ -46,6 +47,7 @@ pub use compact::CompactReport;
 pub use error::{Error, Result};
 pub use id::ContentId;
 pub use meta::ObjectInfo;
+pub use purge::{PurgeReport, PURGE_STEP};
 pub use quota::Usage;
 pub use read::BlobReader;
 #[cfg(feature = "s3")]

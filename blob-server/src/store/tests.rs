@@ -8,6 +8,7 @@ mod conditions;
 mod crash;
 mod durability;
 mod model;
+mod purge;
 
 use std::io::Read;
 use std::path::Path;

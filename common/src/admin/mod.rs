@@ -138,6 +138,58 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// A JSON answer (one line, `application/json`) for admin endpoints.
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `{"error": msg}` with `status`.
+pub fn json_error(status: StatusCode, msg: &str) -> Response {
+    json_response(status, &serde_json::json!({ "error": msg }))
+}
+
+/// For admin actions that change data (e.g. a purge): `None` when the request carries one
+/// of `operators`; else the refusal: 401 without a token, 403 with another, and 403 when no
+/// operator token is configured at all (`what` says which action is then disabled).
+pub fn require_operator(
+    headers: &HeaderMap,
+    operators: &OperatorTokens,
+    what: &str,
+) -> Option<Response> {
+    if operators.is_empty() {
+        return Some(json_error(
+            StatusCode::FORBIDDEN,
+            &format!("{what} is disabled: the config lists no operator_tokens"),
+        ));
+    }
+    match bearer_token(headers) {
+        None => {
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "operator token required: Authorization: Bearer <operator token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Some(r)
+        }
+        Some(t) if operators.verify(t) => None,
+        Some(_) => Some(json_error(
+            StatusCode::FORBIDDEN,
+            "operator token not accepted",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -263,8 +263,14 @@ async fn pump(
     loop {
         let mut sent_any = false;
         for (app, log) in shared.store.apps() {
-            let cursor = read_cursor(dir, &app);
-            if *log.durable.borrow() <= cursor {
+            let durable = *log.durable.borrow();
+            let mut cursor = read_cursor(dir, &app);
+            if cursor > durable && durable > 0 {
+                // The app's log started over (it was purged and logs again): forward the new
+                // log from its start.
+                cursor = 0;
+            }
+            if durable <= cursor || log.is_purged() {
                 continue;
             }
             let query = Query {
@@ -274,7 +280,8 @@ async fn pump(
                 limit: WINDOW,
                 max_scan_bytes: 16 << 20,
             };
-            let page = tokio::task::spawn_blocking(move || read::query(&log, &query)).await??;
+            let reader = log.clone();
+            let page = tokio::task::spawn_blocking(move || read::query(&reader, &query)).await??;
             let Some(last) = page.events.last().map(|e| e.seq) else {
                 if let Some(c2) = page.cursor.filter(|&c2| c2 > cursor) {
                     write_cursor(dir, &app, c2)?;
@@ -282,6 +289,10 @@ async fn pump(
                 continue;
             };
             sink.send(&app, &page.events).await?;
+            if log.is_purged() {
+                // Purged meanwhile: its cursor went with it.
+                continue;
+            }
             write_cursor(dir, &app, last)?;
             forwarded.fetch_add(page.events.len() as u64, Ordering::Relaxed);
             sent_any = true;

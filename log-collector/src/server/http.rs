@@ -297,6 +297,10 @@ async fn next_tail_event(mut st: TailState) -> Option<(Result<SseEvent, Infallib
             return Some((Ok(ev), st));
         }
         let durable = *st.rx.borrow_and_update();
+        // The app was purged: its log is gone, and so is this tail.
+        if st.app.is_purged() {
+            return None;
+        }
         if durable > st.cursor {
             let query = Query {
                 filter: st.filter.clone(),

@@ -12,7 +12,12 @@ pub fn write(s: &Shared, out: &mut String) {
     let c = &s.counters;
     let st = &s.store.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let globals: [(&str, &str, u64); 17] = [
+    let globals: [(&str, &str, u64); 18] = [
+        (
+            "log_app_purges_total",
+            "Apps purged through DELETE /v1/apps/{app}/data.",
+            super::purge::PURGES.load(Ordering::Relaxed),
+        ),
         (
             "log_forward_loki_events_total",
             "Events pushed to Loki (2xx answers).",

@@ -7,6 +7,7 @@ mod http;
 mod json;
 mod metrics;
 mod otlp;
+mod purge;
 mod syslog;
 
 use std::collections::HashMap;
@@ -359,8 +360,9 @@ pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyho
         operators: shared.operators.clone(),
     };
     let admin_sig = shutdown.signal();
+    let admin_app = purge::routes(shared.clone()).merge(admin::routes(state));
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(bound.admin, state, admin_sig).await {
+        if let Err(e) = admin::serve_app(bound.admin, admin_app, admin_sig).await {
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });

@@ -113,6 +113,30 @@ pub struct Committed {
 /// The answer a submitter gets once its batch is durable (or failed).
 pub type Receipt = oneshot::Receiver<Result<Committed, StoreError>>;
 
+/// What the writer thread is handed.
+enum Msg {
+    /// Events to store.
+    Events(Job),
+    /// Take the app out of service: its writer and shared state go, its directory is moved
+    /// under `purging/`; the answer is where it went (`None`: the app had no directory).
+    Purge {
+        app: String,
+        done: mpsc::SyncSender<std::io::Result<Option<PathBuf>>>,
+    },
+}
+
+/// Where purged apps' directories wait for deletion (emptied at every open).
+const PURGING_DIR: &str = "purging";
+
+/// What [`Store::purge`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Segment files deleted.
+    pub segments: u64,
+    /// Bytes of files deleted (segments, and any segment set aside as corrupt).
+    pub bytes: u64,
+}
+
 struct Job {
     app: String,
     batch: EventBatch,
@@ -131,6 +155,9 @@ pub struct AppShared {
     pub stored_events: AtomicU64,
     /// Events refused by the store (disk full, I/O errors).
     pub refused_events: AtomicU64,
+    /// The app was purged: this state is dead (tails end; a new app of the same name gets a
+    /// fresh one).
+    purged: std::sync::atomic::AtomicBool,
     /// Bytes of segments on disk.
     pub disk_bytes: AtomicU64,
     /// This app's share of the write budget, so that one app's flood never makes another
@@ -152,8 +179,23 @@ impl AppShared {
             durable: watch::Sender::new(durable),
             stored_events: AtomicU64::new(0),
             refused_events: AtomicU64::new(0),
+            purged: std::sync::atomic::AtomicBool::new(false),
             disk_bytes: AtomicU64::new(bytes),
         })
+    }
+
+    /// Whether the app was purged since this state was taken: its events are gone and
+    /// nothing more will come through it.
+    pub fn is_purged(&self) -> bool {
+        self.purged.load(Ordering::Acquire)
+    }
+
+    /// Empties this state for a purge and wakes its tails so they see it.
+    fn mark_purged(&self) {
+        self.segments.lock().clear();
+        self.disk_bytes.store(0, Ordering::Relaxed);
+        self.purged.store(true, Ordering::Release);
+        self.durable.send_modify(|_| {});
     }
 }
 
@@ -180,7 +222,8 @@ pub struct StoreCounters {
 #[derive(Clone)]
 pub struct Store {
     apps: Arc<RwLock<HashMap<String, Arc<AppShared>>>>,
-    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Msg>>>>,
+    dir: PathBuf,
     budget: Arc<Semaphore>,
     max_buffer: usize,
     /// Counters.
@@ -193,6 +236,19 @@ impl Store {
     pub fn open(cfg: StoreConfig, limits: LimitsFn) -> std::io::Result<Store> {
         let apps_dir = cfg.dir.join("apps");
         std::fs::create_dir_all(&apps_dir)?;
+        // Purges interrupted by a crash: their directories were already out of `apps/`.
+        let purging = cfg.dir.join(PURGING_DIR);
+        if purging.exists() {
+            for e in std::fs::read_dir(&purging)? {
+                let p = e?.path();
+                tracing::info!(dir = %p.display(), "finishing an interrupted purge");
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)?;
+                } else {
+                    std::fs::remove_file(&p)?;
+                }
+            }
+        }
         let counters = Arc::new(StoreCounters::default());
         let max_buffer = cfg.max_buffer_bytes.clamp(1 << 16, Semaphore::MAX_PERMITS);
         let mut apps = HashMap::new();
@@ -217,6 +273,7 @@ impl Store {
         }
         let apps = Arc::new(RwLock::new(apps));
         let (tx, rx) = mpsc::channel();
+        let dir = cfg.dir.clone();
         let w = writer::Writer::new(cfg, limits, apps.clone(), counters.clone(), writers);
         let handle = std::thread::Builder::new()
             .name("log-writer".into())
@@ -224,6 +281,7 @@ impl Store {
         Ok(Store {
             apps,
             tx: Arc::new(Mutex::new(Some(tx))),
+            dir,
             budget: Arc::new(Semaphore::new(max_buffer)),
             max_buffer,
             counters,
@@ -258,8 +316,62 @@ impl Store {
         };
         let guard = self.tx.lock();
         let tx = guard.as_ref().ok_or(StoreError::Closed)?;
-        tx.send(job).map_err(|_| StoreError::Closed)?;
+        tx.send(Msg::Events(job)).map_err(|_| StoreError::Closed)?;
         Ok(receipt)
+    }
+
+    /// Removes every stored event of `app` (blocking; run it off the async threads). The
+    /// writer thread first commits what it holds, then drops the app's writer and shared
+    /// state and moves its directory under `purging/` (one rename, then the parent
+    /// directories are fsynced): from then on the app has no events, queries find nothing,
+    /// tails of it end, and a later event of the same name starts a new log at sequence 1.
+    /// The files are deleted here, off the writer thread, so other apps keep logging; a crash
+    /// before that finishes the deletion at the next open. The app's forwarding cursors go
+    /// too. Idempotent: an app with nothing stored gets a zero report.
+    pub fn purge(&self, app: &str) -> std::io::Result<PurgeReport> {
+        let (done, answer) = mpsc::sync_channel(1);
+        {
+            let guard = self.tx.lock();
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other(StoreError::Closed))?;
+            tx.send(Msg::Purge {
+                app: app.to_owned(),
+                done,
+            })
+            .map_err(|_| std::io::Error::other(StoreError::Closed))?;
+        }
+        let moved = answer
+            .recv()
+            .map_err(|_| std::io::Error::other(StoreError::Closed))??;
+        for sink in ["nats", "loki"] {
+            let cursor = self.dir.join("forward").join(sink).join(app);
+            match std::fs::remove_file(&cursor) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut report = PurgeReport::default();
+        if let Some(trash) = moved {
+            for e in std::fs::read_dir(&trash)? {
+                let e = e?;
+                let meta = e.metadata()?;
+                report.bytes += meta.len();
+                if e.path().extension().is_some_and(|x| x == "seg") {
+                    report.segments += 1;
+                }
+            }
+            std::fs::remove_dir_all(&trash)?;
+            let _ = segment::sync_dir(&self.dir.join(PURGING_DIR));
+        }
+        tracing::info!(
+            app,
+            segments = report.segments,
+            bytes = report.bytes,
+            "app's logs purged"
+        );
+        Ok(report)
     }
 
     /// Hands a batch to the writer, waiting for room in the write budget first

@@ -267,3 +267,117 @@ async fn torn_tail_is_cut_and_writing_continues() {
     assert_eq!(all(&app, Order::Asc), (1..=50).collect::<Vec<_>>());
     store.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_one_apps_events_and_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path()), limits(1 << 30)).unwrap();
+    for k in 0..10 {
+        for app in ["a", "b"] {
+            let r = store
+                .submit(app, batch(k * 100, 100), true)
+                .await
+                .unwrap()
+                .unwrap();
+            r.await.unwrap().unwrap();
+        }
+    }
+    // A forwarding cursor of the app goes with it.
+    let cursors = dir.path().join("forward").join("nats");
+    std::fs::create_dir_all(&cursors).unwrap();
+    std::fs::write(cursors.join("a"), "1000\n").unwrap();
+    std::fs::write(cursors.join("b"), "1000\n").unwrap();
+    let old = store.app("a");
+    let mut rx = old.durable.subscribe();
+    rx.borrow_and_update();
+    assert!(old.segments.lock().len() > 1);
+
+    let s2 = store.clone();
+    let report = tokio::task::spawn_blocking(move || s2.purge("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.segments > 1, "{report:?}");
+    assert!(report.bytes > 100_000, "{report:?}");
+    // Holders of the old state see it purged (tails end), and were woken.
+    assert!(old.is_purged());
+    assert!(rx.has_changed().unwrap());
+    assert!(all(&old, Order::Asc).is_empty());
+    // The app has no events; b keeps all of its own.
+    assert!(all(&store.app("a"), Order::Asc).is_empty());
+    assert_eq!(*store.app("a").durable.borrow(), 0);
+    assert_eq!(all(&store.app("b"), Order::Asc).len(), 1000);
+    assert!(!dir.path().join("apps").join("a").exists());
+    assert!(!cursors.join("a").exists());
+    assert!(cursors.join("b").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("purging"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Idempotent.
+    let s2 = store.clone();
+    let again = tokio::task::spawn_blocking(move || s2.purge("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, PurgeReport::default());
+
+    // The same name logs again: a new log from sequence 1.
+    let r = store.submit("a", batch(0, 5), true).await.unwrap().unwrap();
+    assert_eq!(r.await.unwrap().unwrap().last_seq, 5);
+    assert_eq!(all(&store.app("a"), Order::Asc), vec![1, 2, 3, 4, 5]);
+    store.close();
+
+    // After a reopen: a has only its new events, b all of its own; a purge cut off by a crash
+    // (its directory already under purging/) is finished at open.
+    let leftover = dir.path().join("purging").join("x.1");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("00000000000000000001.seg"), b"junk").unwrap();
+    let store = Store::open(cfg(dir.path()), limits(1 << 30)).unwrap();
+    assert_eq!(all(&store.app("a"), Order::Asc), vec![1, 2, 3, 4, 5]);
+    assert_eq!(all(&store.app("b"), Order::Asc).len(), 1000);
+    assert!(!leftover.exists());
+    assert!(store.apps().iter().all(|(n, _)| n != "x"));
+    store.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_while_apps_keep_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path()), limits(1 << 30)).unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for k in 0..200 {
+                let r = store
+                    .submit("busy", batch(k * 10, 10), true)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                last = r.await.unwrap().unwrap().last_seq;
+            }
+            last
+        })
+    };
+    for k in 0..5 {
+        let r = store
+            .submit("gone", batch(k * 100, 100), true)
+            .await
+            .unwrap()
+            .unwrap();
+        r.await.unwrap().unwrap();
+        let s2 = store.clone();
+        tokio::task::spawn_blocking(move || s2.purge("gone"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(all(&store.app("gone"), Order::Asc).is_empty());
+    }
+    assert_eq!(writer.await.unwrap(), 2000);
+    assert_eq!(all(&store.app("busy"), Order::Asc).len(), 2000);
+    store.close();
+}

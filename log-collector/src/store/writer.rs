@@ -14,7 +14,10 @@ use tokio::sync::oneshot;
 
 use super::record::{self, Record};
 use super::segment::{self, Segment};
-use super::{AppShared, Committed, Job, Limits, LimitsFn, StoreConfig, StoreCounters, StoreError};
+use super::{
+    AppShared, Committed, Job, Limits, LimitsFn, Msg, StoreConfig, StoreCounters, StoreError,
+    PURGING_DIR,
+};
 use crate::protocol::time::now_nanos;
 
 /// Most bytes gathered into one write round before it is committed.
@@ -313,7 +316,7 @@ impl Writer {
         self.writers.get_mut(app).expect("inserted above")
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         // The sync thread fsyncs round N while this thread writes round N+1; the channel holds
         // one more round, so the writer is never more than two rounds ahead of the disk.
         let (sync_tx, sync_rx) = mpsc::sync_channel::<Vec<SyncJob>>(1);
@@ -346,18 +349,14 @@ impl Writer {
                     None
                 }
             };
-            if let Some(job) = first {
+            if let Some(msg) = first {
                 let started = Instant::now();
-                let mut bytes = job.batch.data.len();
-                self.take(job);
+                let mut bytes = self.handle(msg);
                 // Gather what is already waiting, up to a round's size or the commit
                 // interval, then commit once for all of it.
                 while bytes < ROUND_BYTES && started.elapsed() < self.cfg.commit_interval {
                     match rx.try_recv() {
-                        Ok(job) => {
-                            bytes += job.batch.data.len();
-                            self.take(job);
-                        }
+                        Ok(msg) => bytes += self.handle(msg),
                         Err(mpsc::TryRecvError::Empty) => break,
                         Err(mpsc::TryRecvError::Disconnected) => {
                             open = false;
@@ -378,6 +377,44 @@ impl Writer {
         if let Some(h) = syncer {
             let _ = h.join();
         }
+    }
+
+    /// Takes one message; returns the bytes of events it added to the round.
+    fn handle(&mut self, msg: Msg) -> usize {
+        match msg {
+            Msg::Events(job) => {
+                let n = job.batch.data.len();
+                self.take(job);
+                n
+            }
+            Msg::Purge { app, done } => {
+                let _ = done.send(self.purge(&app));
+                0
+            }
+        }
+    }
+
+    /// Takes `app` out of service (see `Store::purge`): what is buffered is committed
+    /// first (so every receipt is answered), then its writer and shared state are dropped
+    /// and its directory is renamed under `purging/`. Returns the new path, if it existed.
+    fn purge(&mut self, app: &str) -> std::io::Result<Option<PathBuf>> {
+        self.commit_all();
+        self.writers.remove(app);
+        if let Some(old) = self.apps.write().remove(app) {
+            old.mark_purged();
+        }
+        let apps_dir = self.cfg.dir.join("apps");
+        let dir = apps_dir.join(app);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let trash_root = self.cfg.dir.join(PURGING_DIR);
+        std::fs::create_dir_all(&trash_root)?;
+        let trash = trash_root.join(format!("{app}.{}", crate::protocol::time::now_nanos()));
+        std::fs::rename(&dir, &trash)?;
+        segment::sync_dir(&apps_dir)?;
+        segment::sync_dir(&trash_root)?;
+        Ok(Some(trash))
     }
 
     fn take(&mut self, job: Job) {
