@@ -7,7 +7,7 @@ registry, berth-router; every process real, on free ports), then:
    bumped (and the version in the page title, GUESTBOOK_TITLE, so the page shows it), and
    times from the CLI's start to the first response through the router that shows the new
    version ("live"), next to the CLI's own wall time;
-2. rolls back N times with `berth rollback guestbook` while the previous release is warm
+2. rolls back N times with `berth rollback gbbench` while the previous release is warm
    (berthd's watch window is long enough for every round) and times the same way;
 3. deploys a small app whose handler sleeps 1 ms (no CPU) and does a little work (a SHA-256 of
    1 KiB), takes its instance's address from `berth status APP --json`, and runs wrk with the
@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from deploy.platform import Platform, write_app
 
-GUESTBOOK = "guestbook"
+# Not "guestbook": the bench shares the machine's MariaDB with scripts/run, whose guestbook's
+# backend account a second provisioning (with this platform's backend secret) would clobber.
+GUESTBOOK = "gbbench"
 HOT_APP = "hotpath"
 
 HOT_MAIN = '''
@@ -154,11 +156,14 @@ def timeline(r: dict[str, Any]) -> str:
 
 
 def guestbook_copy(root: Path, version: str) -> Path:
-    """A copy of examples/guestbook with `version` in berth.toml and in the page title."""
+    """A copy of examples/guestbook named GUESTBOOK, with `version` in berth.toml and in the
+    page title."""
     d = root / f"guestbook-{version}"
     shutil.copytree(REPO / "examples" / "guestbook", d,
                     ignore=shutil.ignore_patterns("tests", "__pycache__", "*.pyc", ".pytest_cache"))
     manifest = (d / "berth.toml").read_text()
+    manifest, n = re.subn(r'(?m)^name = "[^"]*"', f'name = "{GUESTBOOK}"', manifest)
+    assert n == 1, "examples/guestbook/berth.toml has no name line"
     manifest, n = re.subn(r'(?m)^version = "[^"]*"', f'version = "{version}"', manifest)
     assert n == 1, "examples/guestbook/berth.toml has no version line"
     manifest, n = re.subn(r'(?m)^GUESTBOOK_TITLE = "([^"]*)"',
