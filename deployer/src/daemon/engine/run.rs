@@ -481,6 +481,12 @@ impl Engine {
             run.runtime_token = Some(self.sealer.seal(app, &token));
             done.push("runtime token");
         }
+        if manifest.services.iter().any(|s| s == "db") && run.db_provisioned {
+            // Every deploy converges the database and its account again (idempotent): an
+            // account whose password drifted (restored backend, another provisioning) heals.
+            let db = self.cfg.database.as_ref().expect("checked by the caller");
+            self.provision_db(app, db).await.map_err(st("provision"))?;
+        }
         if manifest.services.iter().any(|s| s == "db") && !run.db_provisioned {
             let db = self.cfg.database.as_ref().expect("checked by the caller");
             say(
