@@ -108,33 +108,13 @@ impl Engine {
             return Ok(());
         };
         let _one_at_a_time = self.route_push.lock().await;
-        let floor = self.router_floor.load(std::sync::atomic::Ordering::Relaxed);
-        table.generation = self
-            .state
-            .next_counter("route_generation", floor + 1)
-            .map_err(|e| anyhow!("{e}"))?;
-        let body = serde_json::to_vec(&table)?;
-        let (status, text) = http(
-            &admin,
-            "PUT",
-            "/v1/routes",
-            self.router_token.as_deref(),
-            &body,
-        )
-        .await
-        .with_context(|| format!("pushing routes to berth-router at {admin}"))?;
-        if status == 409 {
-            // The router has a newer table (berthd's state was restored from a backup, or
-            // another berthd fed it): jump past its generation and push again.
-            let current = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["generation"].as_u64())
-                .unwrap_or(0);
-            self.router_floor
-                .store(current, std::sync::atomic::Ordering::Relaxed);
+        let mut floor = self.router_floor.load(std::sync::atomic::Ordering::Relaxed);
+        // At most twice: a 409 means the router has a newer table (berthd's state was
+        // restored from a backup, or another berthd fed it): jump past its generation.
+        for attempt in 0..2 {
             table.generation = self
                 .state
-                .next_counter("route_generation", current + 1)
+                .next_counter("route_generation", floor + 1)
                 .map_err(|e| anyhow!("{e}"))?;
             let body = serde_json::to_vec(&table)?;
             let (status, text) = http(
@@ -144,18 +124,28 @@ impl Engine {
                 self.router_token.as_deref(),
                 &body,
             )
-            .await?;
-            if status != 200 {
-                return Err(anyhow!(
-                    "berth-router refused the route table: {status} {text}"
-                ));
+            .await
+            .with_context(|| format!("pushing routes to berth-router at {admin}"))?;
+            match status {
+                200 => return Ok(()),
+                409 if attempt == 0 => {
+                    floor = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["generation"].as_u64())
+                        .unwrap_or(0);
+                    self.router_floor
+                        .store(floor, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {
+                    return Err(anyhow!(
+                        "berth-router refused the route table: {status} {text}"
+                    ))
+                }
             }
-        } else if status != 200 {
-            return Err(anyhow!(
-                "berth-router refused the route table: {status} {text}"
-            ));
         }
-        Ok(())
+        Err(anyhow!(
+            "berth-router kept refusing the route table's generation"
+        ))
     }
 }
 

@@ -610,21 +610,7 @@ impl Engine {
                     app, version.version
                 ),
             );
-            let mut started = Vec::new();
-            for _ in 0..scale {
-                let rec = match self.start_instance(version, &release, "candidate").await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.stop_all(&started, Duration::from_secs(1)).await;
-                        return Err(Fail::new("start", format!("{e:#}")));
-                    }
-                };
-                self.state
-                    .commit(Batch::new().instance(&rec))
-                    .map_err(st("state"))?;
-                started.push(rec);
-            }
-            (started, true)
+            (self.start_candidates(version, &release, scale).await?, true)
         };
         // Health.
         let checked = if fresh {
@@ -741,6 +727,48 @@ impl Engine {
         }
         self.prune_versions(app);
         Ok(Outcome::Released(release))
+    }
+
+    /// Starts `count` candidate instances of `release`, each recorded as it starts; on a
+    /// failure the ones already started are stopped.
+    async fn start_candidates(
+        &self,
+        version: &VersionRecord,
+        release: &ReleaseRecord,
+        count: u32,
+    ) -> Result<Vec<InstanceRecord>, Fail> {
+        let mut started = Vec::new();
+        for _ in 0..count {
+            let rec = match self.start_instance(version, release, "candidate").await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stop_all(&started, Duration::from_secs(1)).await;
+                    return Err(Fail::new("start", format!("{e:#}")));
+                }
+            };
+            self.state
+                .commit(Batch::new().instance(&rec))
+                .map_err(st("state"))?;
+            started.push(rec);
+        }
+        Ok(started)
+    }
+
+    /// [`Engine::start_candidates`], then waits for them to be healthy (stopping them if
+    /// they do not become so).
+    async fn start_healthy(
+        &self,
+        version: &VersionRecord,
+        release: &ReleaseRecord,
+        count: u32,
+        tx: &Tx,
+    ) -> Result<Vec<InstanceRecord>, Fail> {
+        let started = self.start_candidates(version, release, count).await?;
+        if let Err(f) = self.wait_healthy(&started, &version.manifest, tx).await {
+            self.stop_all(&started, Duration::from_secs(1)).await;
+            return Err(f);
+        }
+        Ok(started)
     }
 
     /// Waits for every instance to pass `healthy_threshold` checks in a row within the
@@ -1328,21 +1356,7 @@ impl Engine {
                     "start",
                     format!("starting {} more instance(s)", n - have),
                 );
-                let mut started = Vec::new();
-                for _ in have..n {
-                    let rec = self
-                        .start_instance(&vrec, &live, "candidate")
-                        .await
-                        .map_err(|e| Fail::new("start", format!("{e:#}")))?;
-                    self.state
-                        .commit(Batch::new().instance(&rec))
-                        .map_err(st("state"))?;
-                    started.push(rec);
-                }
-                if let Err(f) = self.wait_healthy(&started, &vrec.manifest, tx).await {
-                    self.stop_all(&started, Duration::from_secs(1)).await;
-                    return Err(f);
-                }
+                let mut started = self.start_healthy(&vrec, &live, n - have, tx).await?;
                 let mut batch = Batch::new();
                 for s in &mut started {
                     s.role = "live".into();
@@ -1421,21 +1435,9 @@ impl Engine {
                 "start",
                 format!("starting {} fresh instance(s)", run.scale.max(1)),
             );
-            let mut started = Vec::new();
-            for _ in 0..run.scale.max(1) {
-                let rec = self
-                    .start_instance(&vrec, &live, "candidate")
-                    .await
-                    .map_err(|e| Fail::new("start", format!("{e:#}")))?;
-                self.state
-                    .commit(Batch::new().instance(&rec))
-                    .map_err(st("state"))?;
-                started.push(rec);
-            }
-            if let Err(f) = self.wait_healthy(&started, &vrec.manifest, tx).await {
-                self.stop_all(&started, Duration::from_secs(1)).await;
-                return Err(f);
-            }
+            let mut started = self
+                .start_healthy(&vrec, &live, run.scale.max(1), tx)
+                .await?;
             let mut batch = Batch::new();
             for s in &mut started {
                 s.role = "live".into();
