@@ -60,6 +60,10 @@ pub struct Config {
     /// Access events waiting to be shipped to the log collector; past this, events are
     /// dropped and counted (requests never wait for logging).
     pub access_log_queue: usize,
+    /// How long the access log shipper gathers events before it sends them (or until it has
+    /// 512), so a busy app's lines reach the collector in a few large writes instead of one
+    /// write per request; `0s` sends at once.
+    pub access_log_flush_interval: HumanDuration,
     /// Largest route table accepted by `PUT /v1/routes`.
     pub max_table_bytes: ByteSize,
     /// Certificates of the HTTPS listener; the client's SNI picks one by its `hosts`.
@@ -159,6 +163,7 @@ impl Default for Config {
             app_defaults: AppDefaults::default(),
             backend: BackendConfig::default(),
             access_log_queue: 65536,
+            access_log_flush_interval: HumanDuration(Duration::from_millis(100)),
             max_table_bytes: ByteSize::mib(16),
             tls_certificates: Vec::new(),
             threads: 0,
@@ -191,6 +196,9 @@ impl Config {
         }
         if self.access_log_queue == 0 {
             return Err("access_log_queue must be at least 1".into());
+        }
+        if self.access_log_flush_interval.0 > Duration::from_secs(10) {
+            return Err("access_log_flush_interval must be at most 10s".into());
         }
         for d in &self.domains {
             if crate::routing::normalize_host(d).as_deref() != Some(d.as_str()) {

@@ -8,6 +8,13 @@ use berth_router::config::{Cli, Config};
 use berth_router::server::{self, Bound};
 use clap::Parser;
 
+// mimalloc: a request through the router makes a few dozen small allocations (headers, the
+// request and response heads, the access log event) and frees them on another worker
+// thread; glibc's malloc spent about 8% of the router's CPU on them (`perf`), mimalloc's
+// per-thread free lists take a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (print, check) = (cli.print_config, cli.check_config);

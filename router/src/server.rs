@@ -132,8 +132,12 @@ pub async fn run(
     let routes = Arc::new(Routes::new(initial, path));
 
     let mut tasks = tokio::task::JoinSet::new();
-    let (access, access_task) =
-        crate::accesslog::start(cfg.access_log_queue, stats.clone(), shutdown.signal());
+    let (access, access_task) = crate::accesslog::start(
+        cfg.access_log_queue,
+        cfg.access_log_flush_interval.0,
+        stats.clone(),
+        shutdown.signal(),
+    );
     let proxy = Arc::new(Proxy {
         routes: routes.clone(),
         stats: stats.clone(),
