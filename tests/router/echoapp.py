@@ -3,12 +3,15 @@
 It answers with JSON describing what it received, so tests can check what the router
 forwarded: method, path, query, the routing headers, the body size, and which backend
 (`BACKEND_NAME`) answered. `/sleep?s=N` sleeps N seconds first; `/work` burns about 1 ms of
-CPU (the benchmark's handler).
+CPU and `/wait` sleeps 1 ms then hashes 1 KiB (the benchmark's two handlers).
 """
 
+import hashlib
 import json
 import os
 import time
+
+KIB = b"x" * 1024
 
 NAME = os.environ.get("BACKEND_NAME", "backend")
 
@@ -22,6 +25,11 @@ def application(environ, start_response):
         while time.perf_counter() < end:
             n += 1
         body = b"ok %d\n" % n
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/wait":
+        time.sleep(0.001)
+        body = hashlib.sha256(KIB).hexdigest().encode() + b"\n"
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
     if path == "/sleep":
