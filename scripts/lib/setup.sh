@@ -106,3 +106,20 @@ ensure_runtime_python() {
     chmod -R a+rX "$venv"
     RUNTIME_PYTHON="$venv/bin/python"
 }
+
+# mdBook, which builds the documentation site (docs/book.toml): the pinned version from
+# crates.io, built once into $1/bin (default target/tools) without the `serve` and `watch`
+# features (a local web server and a file watcher, which a build does not need and which take
+# most of the compile time). Sets MDBOOK.
+MDBOOK_VERSION=0.5.4
+ensure_mdbook() {
+    local tools="$1" root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    MDBOOK="$tools/bin/mdbook"
+    if [ -x "$MDBOOK" ] && [ "$("$MDBOOK" --version 2>/dev/null)" = "mdbook v$MDBOOK_VERSION" ]; then
+        return 0
+    fi
+    cargo install mdbook --version "$MDBOOK_VERSION" --locked --no-default-features \
+        --features search --root "$tools" --target-dir "$tools/build" --quiet ||
+        setup_die "cannot build mdbook $MDBOOK_VERSION from crates.io"
+}

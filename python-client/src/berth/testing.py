@@ -280,6 +280,9 @@ class Services:
                     [
                         *("--data-dir", str(d / "log-data"), "--listen-json", "127.0.0.1:0"),
                         *("--listen-http", "127.0.0.1:0", "--listen-syslog", ""),
+                        # No OTLP listener: its default port (4317) would clash between
+                        # two Services, or with a Berth running on the machine.
+                        *("--listen-otlp", ""),
                         *("--admin-listen", "127.0.0.1:0", *tenants),
                     ],
                     ["json", "http"],

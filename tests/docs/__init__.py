@@ -1,0 +1,1 @@
+"""Tests of the documentation: its samples run, its commands match the binaries."""
