@@ -1,0 +1,271 @@
+"""Shared helpers of the operations-docs tests (tests/docs/test_systemd_units.py,
+test_config_reference.py, test_backup_restore.py, test_alerts.py, test_samples.py): where the
+binaries are, running them, starting each service on free ports and reading its metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.procs import REPO_ROOT, ServerProcess
+
+#: Every service binary and the `LISTEN` kind of its admin endpoint's line.
+SERVICES = (
+    "cache-server",
+    "blob-server",
+    "query-proxy",
+    "log-collector",
+    "berthd",
+    "berth-router",
+)
+
+BUILD_HINT = (
+    "build the binaries first: `cargo build --release --workspace --bins "
+    "--features blob-server/s3` (or scripts/test, which builds everything), then pass "
+    "--bin-dir target/release"
+)
+
+OPERATOR_TOKEN = "ops-docs-operator-token-4f1c"
+OPERATOR_HASH = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
+
+#: Apps of the tests here; names used nowhere else.
+APP = "opsdocs"
+APP_TOKEN = "opsdocs-token-8d2e71"
+
+
+def bin_dir(config: pytest.Config) -> Path:
+    path = Path(config.getoption("--bin-dir"))
+    return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
+def binary(config: pytest.Config, name: str) -> Path:
+    path = bin_dir(config) / name
+    if not path.is_file():
+        pytest.fail(f"{path} does not exist: {BUILD_HINT}", pytrace=False)
+    return path
+
+
+def run(argv: list[str | Path], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Runs a binary to completion in a clean environment from `/`, as scripts/gen-config-docs
+    does, so nothing of the caller's environment leaks into what it prints."""
+    return subprocess.run(
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+
+
+def tenants_toml() -> str:
+    sha = hashlib.sha256(APP_TOKEN.encode()).hexdigest()
+    native = "*" + hashlib.sha1(hashlib.sha1(APP_TOKEN.encode()).digest()).hexdigest().upper()
+    return (
+        "[[app]]\n"
+        f'name = "{APP}"\n'
+        f'tokens = [{{ sha256 = "{sha}", mysql_native = "{native}" }}]\n'
+        'cache_bytes = "8MiB"\n'
+    )
+
+
+@dataclass
+class Running:
+    """One service started by `start_service`."""
+
+    name: str
+    process: ServerProcess
+    addrs: dict[str, tuple[str, int]]
+
+    @property
+    def admin(self) -> tuple[str, int]:
+        return self.addrs["admin"]
+
+
+def start_service(
+    config: pytest.Config, name: str, work: Path, data: Path | None = None
+) -> Running:
+    """Starts `name` on free ports (port 0) with a data directory (`data`, default
+    `work/data`), a tenants file with one app and an operator token; waits for its LISTEN
+    lines."""
+    work.mkdir(parents=True, exist_ok=True)
+    exe = binary(config, name)
+    tenants = work / "tenants.toml"
+    tenants.write_text(tenants_toml())
+    operators = f'operator_tokens = ["{OPERATOR_HASH}"]\n'
+    data = data if data is not None else work / "data"
+    kinds = ["admin"]
+    if name == "cache-server":
+        (work / "cache.toml").write_text(operators)
+        argv = [
+            exe,
+            "--config",
+            work / "cache.toml",
+            "-p",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-m",
+            "64",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tenants",
+            tenants,
+        ]
+        kinds.append("memcache")
+    elif name == "blob-server":
+        (work / "blob.toml").write_text(operators)
+        argv = [
+            exe,
+            "--config",
+            work / "blob.toml",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tenants",
+            tenants,
+        ]
+        kinds.append("http")
+    elif name == "log-collector":
+        (work / "logs.toml").write_text(operators)
+        argv = [
+            exe,
+            "--config",
+            work / "logs.toml",
+            "--data-dir",
+            data,
+            "--listen-json",
+            "127.0.0.1:0",
+            "--listen-syslog",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--listen-otlp",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tenants",
+            tenants,
+        ]
+        kinds.append("json")
+    elif name == "query-proxy":
+        host, _, port = os.environ.get("BERTH_TEST_MARIADB", "127.0.0.1:3306").partition(":")
+        (work / "admin-password").write_text(os.environ.get("BERTH_TEST_MARIADB_PASSWORD", ""))
+        (work / "query.toml").write_text(
+            operators
+            + f'backend_admin_user = "{os.environ.get("BERTH_TEST_MARIADB_USER", "root")}"\n'
+            + f'backend_admin_password_file = "{work / "admin-password"}"\n'
+        )
+        argv = [
+            exe,
+            "--config",
+            work / "query.toml",
+            "--data-dir",
+            data,
+            "--backend",
+            f"{host}:{port or 3306}",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tenants",
+            tenants,
+        ]
+        kinds.append("mysql")
+    elif name == "berth-router":
+        (work / "router.toml").write_text(operators)
+        argv = [
+            exe,
+            "--config",
+            work / "router.toml",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
+        kinds.append("http")
+    elif name == "berthd":
+        # No router to feed and no app to run: only the control API and the admin endpoint.
+        (work / "berthd.toml").write_text(operators + '[router]\nadmin_url = ""\n')
+        argv = [
+            exe,
+            "--config",
+            work / "berthd.toml",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
+        kinds.append("grpc")
+    else:
+        raise AssertionError(f"unknown service {name}")
+    proc = ServerProcess([str(a) for a in argv], work / "logs", name)
+    try:
+        addrs = proc.wait_listen(kinds, timeout=30)
+    except AssertionError:
+        proc.stop(timeout=5)
+        raise
+    return Running(name, proc, addrs)
+
+
+def http_get(addr: tuple[str, int], path: str, token: str | None = None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(addr[0], addr[1], timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def scrape(service: Running) -> str:
+    status, body = http_get(service.admin, "/metrics", OPERATOR_TOKEN)
+    assert status == 200, f"{service.name} /metrics answered {status}: {body[:300]}"
+    return body
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+\S+")
+
+
+def metric_names(text: str) -> set[str]:
+    """Every metric name in a Prometheus text exposition: the families (`# TYPE`) and the
+    sample names (a histogram's `_bucket`, `_sum`, `_count` among them)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()[:4]
+            names.add(name)
+            # A histogram's series exist as soon as the family does, samples or not.
+            if kind in ("histogram", "summary"):
+                names |= {f"{name}_sum", f"{name}_count"}
+            if kind == "histogram":
+                names.add(f"{name}_bucket")
+        elif line and not line.startswith("#"):
+            m = _SAMPLE.match(line)
+            assert m, f"not a Prometheus sample line: {line!r}"
+            names.add(m.group(1))
+    return names
+
+
+def metric_families(text: str) -> set[str]:
+    """The metric families of an exposition (their `# TYPE` lines)."""
+    return {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")}
+
+
+def repo_path(*parts: str) -> Path:
+    return REPO_ROOT.joinpath(*parts)
