@@ -231,8 +231,8 @@ enum AppsCommand {
         /// A limit other than the default, e.g. --limit cache_bytes=16MiB (repeatable).
         #[arg(long = "limit", value_name = "KEY=VALUE")]
         limits: Vec<String>,
-        /// A label for the first token.
-        #[arg(long, default_value = "first token")]
+        /// A label for the first token (shown by `berth tokens list`).
+        #[arg(long, value_name = "LABEL", default_value = "first token")]
         token_label: String,
     },
     /// List the apps this token may see.
@@ -246,8 +246,8 @@ enum AppsCommand {
     Destroy {
         /// The app.
         name: String,
-        /// The name again, instead of answering the question.
-        #[arg(long)]
+        /// The name again, instead of answering the question (for scripts).
+        #[arg(long, value_name = "NAME")]
         confirm: Option<String>,
     },
 }

@@ -17,6 +17,12 @@ use clap::{Parser, Subcommand};
     name = "berth",
     version,
     about = "Deploy and operate Python web apps on Berth",
+    after_help = "Every verb but `validate` and `logs` talks to berthd: --server URL \
+(BERTH_SERVER, default http://127.0.0.1:7100) and a token, --token or --token-file \
+(BERTH_TOKEN, BERTH_TOKEN_FILE): an operator's or the app's own.\n\
+Exit status: 0 done or nothing to do, 1 failed (the error on stderr as `berth: …`), 2 a usage \
+error.\n\
+Docs: docs/cli.md; every error message with its fix: docs/troubleshooting.md.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -42,9 +48,18 @@ pub enum Command {
     Registry(control::RegistryArgs),
     /// Check an app's directory against the deploy gates, locally and offline: the manifest,
     /// the bundle (pure Python, sizes) and that its entry point imports.
+    #[command(
+        after_help = "Exit status: 0 when no gate failed (warnings allowed), 1 otherwise. \
+Each FAIL line says what to change; docs/troubleshooting.md explains every message."
+    )]
     Validate(validate::ValidateArgs),
     /// Deploy an app's directory: local checks, upload, then berthd's gates, health checks
     /// and the switch, shown phase by phase.
+    #[command(
+        after_help = "Progress goes to stderr, the result line to stdout. A failure \
+prints the phase that failed and `berth: MESSAGE` (exit 1); the live release is then \
+unchanged. docs/troubleshooting.md explains every message and its fix."
+    )]
     Deploy(deploy::DeployArgs),
     /// The versions berthd keeps for an app, newest first.
     Versions(releases::VersionsArgs),

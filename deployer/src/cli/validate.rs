@@ -20,7 +20,12 @@ pub struct ValidateArgs {
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// The Python that runs apps (it must have the berth package), for the import gate.
-    #[arg(long, env = "BERTH_PYTHON", default_value = "python3")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "BERTH_PYTHON",
+        default_value = "python3"
+    )]
     pub python: String,
     /// Skip the import gate (then no Python is needed).
     #[arg(long)]
@@ -29,13 +34,13 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub import_timeout: u64,
     /// Files per bundle at most.
-    #[arg(long, default_value_t = Limits::default().max_files)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_files)]
     pub max_files: usize,
     /// Bytes per bundled file at most.
-    #[arg(long, default_value_t = Limits::default().max_file_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
     pub max_file_bytes: u64,
-    /// Bytes per bundle at most.
-    #[arg(long, default_value_t = Limits::default().max_total_bytes)]
+    /// Bytes per bundle at most (berthd's own limit is its apps.max_bundle_bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_total_bytes)]
     pub max_bundle_bytes: u64,
     /// Print the result as JSON.
     #[arg(long)]

@@ -267,29 +267,32 @@ impl Default for Config {
 #[command(
     name = "berthd",
     version,
-    about = "Berth's control plane: apps, tokens, limits and the registry every service follows. \
-See docs/deploy/control-api.md."
+    about = "Berth's control plane: apps, tokens and limits, deploys and releases, the registry \
+every service follows. See docs/ops/berthd.md and docs/deploy/control-api.md."
 )]
 pub struct Cli {
     /// TOML config file; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// gRPC control API address.
+    /// gRPC control API address (`listen`, default 127.0.0.1:7100).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Admin endpoint address.
+    /// Admin endpoint address: /metrics, /healthz, /readyz (`admin_listen`, default
+    /// 127.0.0.1:9271).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
-    /// Data directory.
+    /// Data directory: state, bundles, apps' files, the operator token (`data_dir`, default
+    /// /var/lib/berthd).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Stop every app instance when berthd stops (the run command does this).
+    /// Stop every app instance when berthd stops (`stop_apps_on_exit`; scripts/run does this);
+    /// without it apps keep serving and a restarted berthd re-adopts them.
     #[arg(long)]
     pub stop_apps_on_exit: bool,
-    /// More logging; repeat for more.
+    /// More logging: -v info, -vv debug, -vvv trace (default: warnings; RUST_LOG overrides).
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 }
