@@ -17,7 +17,31 @@ pub fn run_service(
     if threads > 0 {
         builder.worker_threads(threads);
     }
-    let runtime = match builder.thread_name(thread_name).enable_all().build() {
+    builder.thread_name(thread_name);
+    run_on(binary, builder, service)
+}
+
+/// Runs `service` on a current-thread runtime: every task on the calling thread (blocking
+/// work still goes to tokio's blocking pool). For a service whose requests hop between tasks
+/// (a proxy: client connection, backend connection), this saves the cross-thread wake-ups and
+/// work stealing of a multi-threaded runtime. Errors are reported as by [`run_service`].
+pub fn run_service_single_thread(
+    binary: &str,
+    service: impl Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    run_on(
+        binary,
+        tokio::runtime::Builder::new_current_thread(),
+        service,
+    )
+}
+
+fn run_on(
+    binary: &str,
+    mut builder: tokio::runtime::Builder,
+    service: impl Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{binary}: cannot start the runtime: {e}");

@@ -47,7 +47,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     berth_common::telemetry::init(cfg.verbosity, cfg.log_json);
-    berth_common::runtime::run_service("berth-router", "router-worker", cfg.threads, serve(cfg))
+    match cfg.worker_threads() {
+        1 => berth_common::runtime::run_service_single_thread("berth-router", serve(cfg)),
+        n => berth_common::runtime::run_service("berth-router", "router-worker", n, serve(cfg)),
+    }
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
