@@ -20,12 +20,14 @@ class Berthd:
         self.binary, self.cli, self.data, self.logs = binary, cli, data, logs
         self.port = 0
         self.proc: ServerProcess | None = None
+        self.services_extra = ""  # more [services] lines of berthd's config
 
     def start(self) -> None:
         # The control plane alone: no router to feed, no services to purge at destroy.
         config = self.logs / "berthd.toml"
         config.write_text('[router]\nadmin_url = ""\n'
-                          '[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n')
+                          '[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n'
+                          + self.services_extra)
         argv = [self.binary, "--config", config, "--data-dir", self.data, "--listen",
                 f"127.0.0.1:{self.port}", "--admin-listen", "127.0.0.1:0"]
         self.proc = ServerProcess(argv, self.logs, "berthd")
@@ -117,6 +119,24 @@ def test_bad_names_and_limits_are_refused(berthd: Berthd) -> None:
     done = berthd.berth("apps", "create", "shop", "--limit", "nokey", check=False)
     assert done.returncode == 1 and "key=value" in done.stderr
     assert berthd.json("apps", "list") == []
+
+
+def test_cache_budgets_are_reservations_out_of_the_cache_memory(berthd: Berthd) -> None:
+    assert berthd.proc is not None
+    berthd.proc.stop()
+    berthd.services_extra = 'cache_memory = "100MiB"\n'
+    berthd.start()
+    create(berthd, "shop")  # the default cache_bytes, 64 MiB
+    create(berthd, "blog", "cache_bytes=32MiB")
+    done = berthd.berth("apps", "create", "wiki", "--limit", "cache_bytes=8MiB", check=False)
+    assert done.returncode == 1
+    assert ("the apps' cache_bytes would add up to 109051904 bytes, 4194304 more than the cache "
+            "servers' memory of 104857600 bytes") in done.stderr, done.stderr
+    assert "wiki" not in berthd.berth("apps", "list").stdout
+    done = berthd.berth("quota", "blog", "cache_bytes=40MiB", check=False)
+    assert done.returncode == 1 and "cache_memory" in done.stderr, done.stderr
+    berthd.berth("quota", "blog", "cache_bytes=4MiB")
+    create(berthd, "wiki", "cache_bytes=8MiB")  # fits now: 64 + 4 + 8 MiB
 
 
 def test_tokens_rotate_and_revoke(berthd: Berthd) -> None:

@@ -138,6 +138,10 @@ pub struct ServicesConfig {
     pub logs_admin_url: String,
     /// A file holding a token among those services' `operator_tokens`, for the purge.
     pub admin_token_file: Option<PathBuf>,
+    /// The memory of each cache server (its `-m`): every app's `cache_bytes` is a reservation
+    /// out of it, so `apps create` and `quota` are refused when the apps' budgets would add
+    /// up to more (a cache server refuses such a tenant set as a whole). `0`: not checked.
+    pub cache_memory: ByteSize,
 }
 
 impl Default for ServicesConfig {
@@ -152,6 +156,7 @@ impl Default for ServicesConfig {
             blob_admin_url: "http://127.0.0.1:9298".into(),
             logs_admin_url: "http://127.0.0.1:9299".into(),
             admin_token_file: None,
+            cache_memory: ByteSize(0),
         }
     }
 }
@@ -371,6 +376,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = state::State::open(&cfg.data_dir.join("state.redb"))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening {}", cfg.data_dir.join("state.redb").display()))?;
+    state.set_cache_memory(cfg.services.cache_memory.0);
     let operators = operator_tokens(&cfg)?;
     let services = OperatorTokens::from_hex_hashes(&cfg.service_tokens)
         .map_err(|e| anyhow::anyhow!("service_tokens: {e}"))?;

@@ -107,6 +107,8 @@ pub struct State {
     tokens: Mutex<HashMap<String, (String, String)>>,
     registry: watch::Sender<Arc<Registry>>,
     pub(crate) write: tokio::sync::Mutex<()>,
+    /// The cache servers' memory that apps' `cache_bytes` are reserved from (0: unchecked).
+    cache_memory: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for State {
@@ -160,6 +162,13 @@ fn tenants_toml(apps: &[AppRecord], tokens: &[TokenRecord]) -> String {
     out
 }
 
+/// The apps' cache budgets added up (an invalid set, which `mutate` never stores, counts 0).
+fn cache_total(apps: &[AppRecord], tokens: &[TokenRecord]) -> u64 {
+    TenantSet::from_toml_str(&tenants_toml(apps, tokens))
+        .map(|set| set.iter().map(|t| t.cache_bytes.0).sum())
+        .unwrap_or(0)
+}
+
 impl State {
     /// Opens (or creates) the state database at `path`.
     pub fn open(path: &Path) -> Result<Arc<State>, StateError> {
@@ -181,9 +190,17 @@ impl State {
             tokens: Mutex::new(HashMap::new()),
             registry,
             write: tokio::sync::Mutex::new(()),
+            cache_memory: std::sync::atomic::AtomicU64::new(0),
         });
         state.refresh()?;
         Ok(state)
+    }
+
+    /// Sets the cache servers' memory (`[services] cache_memory`, their `-m`): from then on a
+    /// change that makes the apps' `cache_bytes` add up to more is refused. 0: unchecked.
+    pub fn set_cache_memory(&self, bytes: u64) {
+        self.cache_memory
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Rebuilds the token index and the registry view from the database.
@@ -291,10 +308,26 @@ impl State {
     ) -> Result<R, StateError> {
         let _one_writer = self.write.lock().await;
         let (mut apps, mut tokens, generation) = self.snapshot()?;
+        let before = cache_total(&apps, &tokens);
         let result = change(&mut apps, &mut tokens)?;
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         let toml = tenants_toml(&apps, &tokens);
-        TenantSet::from_toml_str(&toml).map_err(|e| StateError::Invalid(e.to_string()))?;
+        let set =
+            TenantSet::from_toml_str(&toml).map_err(|e| StateError::Invalid(e.to_string()))?;
+        let memory = self.cache_memory.load(std::sync::atomic::Ordering::Relaxed);
+        if memory > 0 {
+            // Only a change that adds to the reservations is refused: with the memory lowered
+            // below what apps hold already, tokens and smaller budgets still go through.
+            let total: u64 = set.iter().map(|t| t.cache_bytes.0).sum();
+            if total > memory && total > before {
+                return Err(StateError::Invalid(format!(
+                    "the apps' cache_bytes would add up to {total} bytes, {} more than the cache \
+                     servers' memory of {memory} bytes ([services] cache_memory, their -m): \
+                     lower cache_bytes, or give the cache servers more memory",
+                    total - memory
+                )));
+            }
+        }
         let tx = self.db.begin_write().map_err(storage)?;
         {
             let mut t = tx.open_table(APPS).map_err(storage)?;
@@ -532,6 +565,51 @@ mod tests {
         let events = state.events(Some("shop"), 0, 10).unwrap();
         let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["token.revoke", "token.create", "app.create"]);
+    }
+
+    #[tokio::test]
+    async fn cache_budgets_cannot_add_up_to_more_than_the_cache_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("s.redb")).unwrap();
+        state.set_cache_memory(100 << 20);
+        let limits = |v: &str| BTreeMap::from([("cache_bytes".to_string(), v.to_string())]);
+        state
+            .create_app("op", "shop", BTreeMap::new(), "")
+            .await
+            .unwrap(); // the default 64 MiB
+        state
+            .create_app("op", "blog", limits("32MiB"), "")
+            .await
+            .unwrap();
+        let err = state
+            .create_app("op", "wiki", limits("8MiB"), "")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::Invalid(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("4194304 more than the cache servers' memory"),
+            "{err}"
+        );
+        assert!(state.app("wiki").is_err(), "nothing was created");
+        let err = state
+            .set_limits("op", "blog", limits("40MiB"), vec![])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cache_memory"), "{err}");
+        assert_eq!(state.app("blog").unwrap().limits["cache_bytes"], "32MiB");
+        // Lowering the memory below what apps hold: smaller budgets and tokens still go through.
+        state.set_cache_memory(50 << 20);
+        state
+            .set_limits("op", "blog", limits("16MiB"), vec![])
+            .await
+            .unwrap();
+        state.create_token("op", "shop", "ci").await.unwrap();
+        state.set_cache_memory(0);
+        state
+            .create_app("op", "wiki", limits("1GiB"), "")
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
