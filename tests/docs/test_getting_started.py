@@ -78,6 +78,7 @@ def test_the_page_promises_what_the_test_checks() -> None:
     assert len(blocks) >= 5
 
 
+@pytest.mark.timeout(START_TIMEOUT + 600)
 def test_getting_started_word_for_word(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("Getting started needs root (the run command runs apps as their own users)")
