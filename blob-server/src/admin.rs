@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::routing::delete;
 use axum::Router;
 use berth_common::admin::{json_error, json_response, require_operator};
-use berth_common::tenants::{AppName, OperatorTokens};
+use berth_common::tenants::{AppName, Operators};
 
 use crate::http::DEV_APP;
 use crate::store::{blocking, Store};
@@ -21,8 +21,9 @@ use crate::store::{blocking, Store};
 pub struct PurgeState {
     /// The store to purge from.
     pub store: Store,
-    /// Tokens allowed to purge (the config's `operator_tokens`); when empty, purging is off.
-    pub operators: Arc<OperatorTokens>,
+    /// Tokens allowed to purge (the config's `operator_tokens` and those that come with the
+    /// tenants); when none, purging is off.
+    pub operators: Arc<Operators>,
     /// The server runs without tenants: the development namespace may be purged too.
     pub dev: bool,
     /// Purges completed (for `/metrics`).

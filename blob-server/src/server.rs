@@ -12,7 +12,7 @@ use anyhow::Context;
 use berth_common::admin::{self, AdminState, MetricKind, MetricsWriter};
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::Shutdown;
-use berth_common::tenants::{OperatorTokens, TenantSet, TenantsHandle};
+use berth_common::tenants::{OperatorTokens, Operators, TenantSet, TenantsHandle};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -74,11 +74,14 @@ pub async fn run(
             cfg.signing_key_path().display()
         )
     })?;
-    let operators = Arc::new(
-        OperatorTokens::from_hex_hashes(&cfg.operator_tokens)
-            .context("operator_tokens in the config")?,
-    );
+    let configured = OperatorTokens::from_hex_hashes(&cfg.operator_tokens)
+        .context("operator_tokens in the config")?;
     let handle = tenants.map(TenantsHandle::new);
+    // The configured operator tokens, and those that come with the tenants (berthd's).
+    let operators = Arc::new(match &handle {
+        Some(h) => Operators::following(configured, h.clone()),
+        None => Operators::fixed(configured),
+    });
     let api = Api::new(
         store.clone(),
         handle.clone(),

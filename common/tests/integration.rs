@@ -306,7 +306,7 @@ async fn start_admin(
             counters.write_metrics(&mut w, "berth_test");
         }),
         ready,
-        operators: Arc::new(operators),
+        operators: Arc::new(berth_common::tenants::Operators::fixed(operators)),
     };
     let shutdown = Shutdown::new();
     let task = tokio::spawn(admin::serve(listener, state, shutdown.signal()));

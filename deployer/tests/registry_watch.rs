@@ -88,7 +88,15 @@ async fn watch_streams_every_change_and_ends_with_berthd() {
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.generation, 0);
-    assert_eq!(first.tenants_toml, "");
+    // No app yet, but berthd's operator token (its hash) comes with the tenants.
+    let set = berth_common::tenants::TenantSet::from_toml_str(&first.tenants_toml).unwrap();
+    assert!(set.is_empty());
+    assert_eq!(set.operators().len(), 1);
+    assert!(set.operators().verify(&d.token));
+    assert!(
+        !first.tenants_toml.contains(&d.token),
+        "only the hash is sent"
+    );
 
     let created = apps
         .create_app(authed(

@@ -49,7 +49,10 @@ pub async fn serve(
     let common = berth_common::admin::routes(AdminState {
         metrics: admin.metrics.clone(),
         ready: admin.ready.clone(),
-        operators: admin.operators.clone(),
+        // The router is fed by berthd, not a tenants follower: its configured tokens only.
+        operators: Arc::new(berth_common::tenants::Operators::fixed(
+            (*admin.operators).clone(),
+        )),
     });
     let app = Router::new()
         .route("/v1/routes", get(get_routes).put(put_routes))

@@ -39,6 +39,7 @@ class Suite:
         self.berthd_port = 0
         self.procs: dict[str, ServerProcess] = {}
         self.ports: dict[str, int] = {}
+        self.admin_ports: dict[str, int] = {}
 
     def start_berthd(self) -> None:
         p = ServerProcess(
@@ -54,7 +55,9 @@ class Suite:
 
     def start(self, name: str, argv: list[object], kind: str) -> None:
         p = ServerProcess([self.bin / name, *argv, *self.registry_flags()], self.tmp, name)
-        self.ports[name] = p.wait_listen([kind])[kind][1]
+        addrs = p.wait_listen([kind, "admin"])
+        self.ports[name] = addrs[kind][1]
+        self.admin_ports[name] = addrs["admin"][1]
         self.procs[name] = p
 
     def berth(self, *args: str) -> dict:
@@ -124,6 +127,40 @@ def test_an_app_created_in_berthd_is_served_everywhere(suite: Suite) -> None:
     token = suite.berth("apps", "create", "shop", "--limit", "cache_bytes=8MiB")["secret"]
     eventually(lambda: all(suite.serves("shop", token).values()), "every service to serve shop")
     assert suite.serves("shop", "0" * 64) == {"cache": False, "blob": False, "logs": False}
+
+
+def admin_status(port: int, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_berthds_operator_token_works_on_every_service_following_it(suite: Suite) -> None:
+    """None of the services has operator_tokens in a config: berthd's registry brings them."""
+    operator = (suite.tmp / "berthd" / "operator-token").read_text().strip()
+    for name in ("cache-server", "blob-server", "log-collector"):
+        port = suite.admin_ports[name]
+        # Without operator tokens /metrics is open; with berthd's, it wants one of them.
+        eventually(lambda: admin_status(port, None) == 401, f"{name}'s operators from berthd")
+        assert admin_status(port, operator) == 200, name
+        assert admin_status(port, secrets.token_hex(32)) == 403, name
+    assert suite.cache_login("_operator", operator)
+    assert not suite.cache_login("_operator", secrets.token_hex(32))
+    # An operator token made by a restarted berthd with a new one reaches them too.
+    suite.procs["berthd"].stop()
+    (suite.tmp / "berthd" / "operator-token").unlink()
+    suite.start_berthd()
+    renewed = (suite.tmp / "berthd" / "operator-token").read_text().strip()
+    assert renewed != operator
+    eventually(lambda: admin_status(suite.admin_ports["blob-server"], renewed) == 200,
+               "the new operator token", timeout=20)
+    assert admin_status(suite.admin_ports["blob-server"], operator) == 403
+    eventually(lambda: suite.cache_login("_operator", renewed), "the cache's operator login",
+               timeout=20)
 
 
 def test_a_revoked_token_stops_working_everywhere(suite: Suite) -> None:

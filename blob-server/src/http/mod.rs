@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use berth_common::tenants::{OperatorTokens, TenantSet, TenantsHandle};
+use berth_common::tenants::{Operators, TenantSet, TenantsHandle};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -88,7 +88,7 @@ pub struct Api {
     pub store: Store,
     /// `None`: no tenants, one anonymous namespace.
     pub tenants: Option<TenantsHandle>,
-    pub operators: Arc<OperatorTokens>,
+    pub operators: Arc<Operators>,
     pub signer: Signer,
     pub limits: ApiLimits,
     pub counters: ApiCounters,
@@ -100,7 +100,7 @@ impl Api {
     pub fn new(
         store: Store,
         tenants: Option<TenantsHandle>,
-        operators: Arc<OperatorTokens>,
+        operators: Arc<Operators>,
         signer: Signer,
         limits: ApiLimits,
     ) -> Arc<Api> {

@@ -20,7 +20,7 @@ use anyhow::Context;
 use berth_common::admin::{self, AdminState};
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::{Shutdown, ShutdownSignal};
-use berth_common::tenants::{OperatorTokens, TenantSet, TenantsHandle};
+use berth_common::tenants::{OperatorTokens, Operators, TenantSet, TenantsHandle};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpListener, UnixListener};
 
@@ -107,7 +107,7 @@ pub struct Shared {
     pub limits: Limits,
     /// None: anonymous mode, one namespace for every connection.
     pub tenants: Option<TenantsHandle>,
-    pub operators: Arc<OperatorTokens>,
+    pub operators: Arc<Operators>,
     apps: RwLock<HashMap<String, Arc<App>>>,
     /// The anonymous namespace (anonymous mode only).
     pub anonymous: Option<Arc<App>>,
@@ -153,10 +153,16 @@ impl Shared {
             item_size_max: cfg.item_size_max.0 as usize,
             max_line_len: cfg.max_line_len.0 as usize,
         };
-        let operators = Arc::new(
-            OperatorTokens::from_hex_hashes(&cfg.operator_tokens)
-                .context("operator_tokens must be SHA-256 hashes in hex")?,
-        );
+        let configured = OperatorTokens::from_hex_hashes(&cfg.operator_tokens)
+            .context("operator_tokens must be SHA-256 hashes in hex")?;
+        let handle = tenants
+            .as_ref()
+            .map(|_| TenantsHandle::new(TenantSet::empty()));
+        // The configured operator tokens, and those that come with the tenants (berthd's).
+        let operators = Arc::new(match &handle {
+            Some(h) => Operators::following(configured, h.clone()),
+            None => Operators::fixed(configured),
+        });
         let anonymous = match &tenants {
             None => {
                 let ns = store
@@ -171,9 +177,7 @@ impl Shared {
             store,
             clock,
             limits,
-            tenants: tenants
-                .as_ref()
-                .map(|_| TenantsHandle::new(TenantSet::empty())),
+            tenants: handle,
             operators,
             apps: RwLock::new(HashMap::new()),
             anonymous,

@@ -17,7 +17,7 @@ use axum::Router;
 pub use metrics::{MetricKind, MetricsWriter};
 
 use crate::shutdown::ShutdownSignal;
-use crate::tenants::OperatorTokens;
+use crate::tenants::Operators;
 
 /// The content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -33,7 +33,7 @@ pub struct AdminState {
     /// `/readyz` answers 200 while true, 503 while false (starting up, draining).
     pub ready: Arc<AtomicBool>,
     /// Tokens accepted for `/metrics`; when empty, `/metrics` is open (loopback-only setups).
-    pub operators: Arc<OperatorTokens>,
+    pub operators: Arc<Operators>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -163,7 +163,7 @@ pub fn json_error(status: StatusCode, msg: &str) -> Response {
 /// operator token is configured at all (`what` says which action is then disabled).
 pub fn require_operator(
     headers: &HeaderMap,
-    operators: &OperatorTokens,
+    operators: &Operators,
     what: &str,
 ) -> Option<Response> {
     if operators.is_empty() {

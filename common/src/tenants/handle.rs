@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{TenantError, TenantSet};
+use super::{OperatorTokens, TenantError, TenantSet};
 use crate::shutdown::ShutdownSignal;
 
 /// Outcome counters of reloads, for logs, metrics and tests.
@@ -306,5 +306,56 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+}
+
+/// The operator tokens a service accepts: those of its own config, and those that come with
+/// its tenants (berthd's registry streams berthd's operator tokens; a tenants file may list
+/// `operator_tokens` too), so one operator token works on every service that follows berthd.
+#[derive(Clone, Debug, Default)]
+pub struct Operators {
+    fixed: OperatorTokens,
+    tenants: Option<TenantsHandle>,
+}
+
+impl Operators {
+    /// Only the configured tokens.
+    pub fn fixed(fixed: OperatorTokens) -> Self {
+        Operators {
+            fixed,
+            tenants: None,
+        }
+    }
+
+    /// The configured tokens and those of `tenants`' current set.
+    pub fn following(fixed: OperatorTokens, tenants: TenantsHandle) -> Self {
+        Operators {
+            fixed,
+            tenants: Some(tenants),
+        }
+    }
+
+    /// Whether `token` is an operator token; both lists are compared in constant time.
+    pub fn verify(&self, token: &str) -> bool {
+        let configured = self.fixed.verify(token);
+        let streamed = self
+            .tenants
+            .as_ref()
+            .is_some_and(|h| h.current().operators().verify(token));
+        configured | streamed
+    }
+
+    /// True when no operator token is accepted at all (now).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many operator tokens are accepted now.
+    pub fn len(&self) -> usize {
+        self.fixed.len()
+            + self
+                .tenants
+                .as_ref()
+                .map_or(0, |h| h.current().operators().len())
     }
 }

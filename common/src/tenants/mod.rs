@@ -10,7 +10,7 @@ mod token;
 
 use std::path::PathBuf;
 
-pub use handle::{reload_on_sighup, ReloadStatus, TenantsHandle};
+pub use handle::{reload_on_sighup, Operators, ReloadStatus, TenantsHandle};
 pub use name::{AppName, MAX_APP_NAME_LEN, RESERVED_APP_NAMES};
 pub use set::{looks_like_authfile, TenantSet};
 pub use tenant::Tenant;

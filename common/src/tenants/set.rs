@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use subtle::Choice;
 
 use super::tenant::hash_token_sha256;
-use super::{hash_token, AppName, Tenant, TenantError, TokenHash};
+use super::{hash_token, AppName, OperatorTokens, Tenant, TenantError, TokenHash};
 use crate::config::{self, ConfigError};
 
 /// Compared against when the app does not exist, so a miss costs what a hit costs. No token
@@ -24,18 +24,25 @@ pub struct TenantSet {
     tenants: BTreeMap<AppName, Tenant>,
     /// Read from a memcached authfile: names and tokens only, every limit a default.
     authfile: bool,
+    /// Operator tokens that come with the set (`operator_tokens` of the file, or of berthd's
+    /// registry), accepted besides those of the service's own config.
+    operators: OperatorTokens,
 }
 
-/// The TOML file: `[[app]]` tables.
+/// The TOML file: optional `operator_tokens` (hex SHA-256 hashes), then `[[app]]` tables.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantsFile {
+    #[serde(default)]
+    operator_tokens: OperatorTokens,
     #[serde(default)]
     app: Vec<Tenant>,
 }
 
 #[derive(Serialize)]
 struct TenantsFileOut<'a> {
+    #[serde(skip_serializing_if = "OperatorTokens::is_empty")]
+    operator_tokens: &'a OperatorTokens,
     app: Vec<&'a Tenant>,
 }
 
@@ -60,7 +67,20 @@ impl TenantSet {
         Ok(Self {
             tenants: map,
             authfile: false,
+            operators: OperatorTokens::default(),
         })
+    }
+
+    /// The set with `operators` as the operator tokens that come with it.
+    pub fn with_operators(mut self, operators: OperatorTokens) -> Self {
+        self.operators = operators;
+        self
+    }
+
+    /// The operator tokens that came with the set (a tenants file's or berthd's registry's
+    /// `operator_tokens`); a service accepts these besides its configured ones.
+    pub fn operators(&self) -> &OperatorTokens {
+        &self.operators
     }
 
     /// Whether the set came from a memcached authfile, which carries no limits: a service may
@@ -135,7 +155,7 @@ impl TenantSet {
 
     fn parse_toml(text: &str, origin: &str) -> Result<Self, TenantError> {
         let file: TenantsFile = config::from_toml_str(text, origin)?;
-        Self::from_tenants(file.app)
+        Ok(Self::from_tenants(file.app)?.with_operators(file.operator_tokens))
     }
 
     /// Parses memcached's `-Y` authfile: one `name:token` per line, blank lines ignored. The
@@ -174,6 +194,7 @@ impl TenantSet {
         Ok(Self {
             tenants,
             authfile: true,
+            operators: OperatorTokens::default(),
         })
     }
 
@@ -194,6 +215,7 @@ impl TenantSet {
     /// The set as a TOML tenants file (tokens as hashes only).
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         config::to_toml(&TenantsFileOut {
+            operator_tokens: &self.operators,
             app: self.tenants.values().collect(),
         })
     }
@@ -371,6 +393,37 @@ token = "blog-dev-token"
         assert!(!looks_like_authfile("# only: a comment\n"));
         assert!(!looks_like_authfile("app:tok\nname = \"x:y\""));
         assert!(!looks_like_authfile("app:tok\n[[app]]"));
+    }
+
+    #[test]
+    fn operator_tokens_come_with_the_set_and_survive_a_round_trip() {
+        let op = crate::tenants::generate_token();
+        let hash = hex::encode(crate::tenants::hash_token(&op).sha256);
+        let text = format!("operator_tokens = [\"{hash}\"]\n\n{TOML}");
+        let set = TenantSet::from_toml_str(&text).unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(set.operators().verify(&op));
+        assert!(!set.operators().verify("not-it"));
+        let again = TenantSet::from_toml_str(&set.to_toml().unwrap()).unwrap();
+        assert_eq!(again, set);
+        assert!(TenantSet::from_toml_str("operator_tokens = [\"zz\"]\n").is_err());
+        assert!(TenantSet::from_toml_str(TOML)
+            .unwrap()
+            .operators()
+            .is_empty());
+
+        // A service accepts its configured tokens and those of its tenants' current set.
+        let handle = crate::tenants::TenantsHandle::new(TenantSet::empty());
+        let configured = crate::tenants::generate_token();
+        let ops = crate::tenants::Operators::following(
+            crate::tenants::OperatorTokens::from_tokens(&[&configured]),
+            handle.clone(),
+        );
+        assert!(ops.verify(&configured) && !ops.verify(&op));
+        assert_eq!(ops.len(), 1);
+        handle.replace(set);
+        assert!(ops.verify(&configured) && ops.verify(&op));
+        assert_eq!(ops.len(), 2);
     }
 
     #[test]

@@ -214,6 +214,11 @@ impl OperatorTokens {
         found.into()
     }
 
+    /// The hashes as hex strings, as a config lists them.
+    pub fn hex_hashes(&self) -> Vec<String> {
+        self.0.iter().map(hex::encode).collect()
+    }
+
     /// True when no operator token is configured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -20,7 +20,7 @@ use berth_api::v1 as api;
 use berth_common::admin::{AdminState, MetricsWriter};
 use berth_common::config::{ByteSize, HumanDuration};
 use berth_common::shutdown::Shutdown;
-use berth_common::tenants::{generate_token, OperatorTokens};
+use berth_common::tenants::{generate_token, OperatorTokens, Operators};
 use clap::{ArgAction, Parser};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -378,6 +378,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", cfg.data_dir.join("state.redb").display()))?;
     state.set_cache_memory(cfg.services.cache_memory.0);
     let operators = operator_tokens(&cfg)?;
+    state
+        .set_operators(operators.hex_hashes())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("publishing the operator tokens to the registry")?;
     let services = OperatorTokens::from_hex_hashes(&cfg.service_tokens)
         .map_err(|e| anyhow::anyhow!("service_tokens: {e}"))?;
     let grpc = TcpListener::bind(&cfg.listen)
@@ -418,7 +422,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             );
         }),
         ready: Arc::new(AtomicBool::new(true)),
-        operators: Arc::new(OperatorTokens::default()),
+        operators: Arc::new(Operators::default()),
     };
     let admin_task = tokio::spawn(berth_common::admin::serve(
         admin,

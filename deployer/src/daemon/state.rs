@@ -109,6 +109,8 @@ pub struct State {
     pub(crate) write: tokio::sync::Mutex<()>,
     /// The cache servers' memory that apps' `cache_bytes` are reserved from (0: unchecked).
     cache_memory: std::sync::atomic::AtomicU64,
+    /// berthd's operator token hashes (hex), streamed to the services with the tenants.
+    operators: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for State {
@@ -138,8 +140,14 @@ pub(crate) fn toml_value(value: &str) -> String {
     }
 }
 
-fn tenants_toml(apps: &[AppRecord], tokens: &[TokenRecord]) -> String {
+fn tenants_toml(apps: &[AppRecord], tokens: &[TokenRecord], operators: &[String]) -> String {
     let mut out = String::new();
+    if !operators.is_empty() {
+        // berthd's operator tokens (hashes): every service following the registry accepts
+        // them besides its own configured ones.
+        let quoted: Vec<String> = operators.iter().map(|h| format!("\"{h}\"")).collect();
+        out.push_str(&format!("operator_tokens = [{}]\n\n", quoted.join(", ")));
+    }
     for app in apps {
         out.push_str("[[app]]\n");
         out.push_str(&format!("name = \"{}\"\n", app.name));
@@ -164,7 +172,7 @@ fn tenants_toml(apps: &[AppRecord], tokens: &[TokenRecord]) -> String {
 
 /// The apps' cache budgets added up (an invalid set, which `mutate` never stores, counts 0).
 fn cache_total(apps: &[AppRecord], tokens: &[TokenRecord]) -> u64 {
-    TenantSet::from_toml_str(&tenants_toml(apps, tokens))
+    TenantSet::from_toml_str(&tenants_toml(apps, tokens, &[]))
         .map(|set| set.iter().map(|t| t.cache_bytes.0).sum())
         .unwrap_or(0)
 }
@@ -191,6 +199,7 @@ impl State {
             registry,
             write: tokio::sync::Mutex::new(()),
             cache_memory: std::sync::atomic::AtomicU64::new(0),
+            operators: Mutex::new(Vec::new()),
         });
         state.refresh()?;
         Ok(state)
@@ -203,6 +212,40 @@ impl State {
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Sets berthd's operator token hashes (hex), which the registry streams with the tenants
+    /// so that every service following it accepts berthd's operator tokens. When they differ
+    /// from those last published by this state (a new token, or a state from before they were
+    /// streamed), the generation is bumped so that services that know the current one get
+    /// them too.
+    pub fn set_operators(&self, mut hashes: Vec<String>) -> Result<(), StateError> {
+        hashes.sort();
+        let fingerprint = {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(hashes.join(",").as_bytes());
+            u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
+        };
+        *self.operators.lock() = hashes;
+        let tx = self.db.begin_write().map_err(storage)?;
+        {
+            let mut t = tx.open_table(META).map_err(storage)?;
+            let before = t.get("operators").map_err(storage)?.map(|v| v.value());
+            let generation = t
+                .get("generation")
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if before != Some(fingerprint) {
+                t.insert("operators", fingerprint).map_err(storage)?;
+                // A fresh state has published nothing yet: no bump needed.
+                if before.is_some() || generation > 0 {
+                    t.insert("generation", generation + 1).map_err(storage)?;
+                }
+            }
+        }
+        tx.commit().map_err(storage)?;
+        self.refresh()
+    }
+
     /// Rebuilds the token index and the registry view from the database.
     fn refresh(&self) -> Result<(), StateError> {
         let (apps, tokens, generation) = self.snapshot()?;
@@ -211,9 +254,10 @@ impl State {
             index.insert(t.sha256.clone(), (t.app.clone(), t.id.clone()));
         }
         *self.tokens.lock() = index;
+        let operators = self.operators.lock().clone();
         self.registry.send_replace(Arc::new(Registry {
             generation,
-            tenants_toml: tenants_toml(&apps, &tokens),
+            tenants_toml: tenants_toml(&apps, &tokens, &operators),
         }));
         Ok(())
     }
@@ -309,9 +353,10 @@ impl State {
         let _one_writer = self.write.lock().await;
         let (mut apps, mut tokens, generation) = self.snapshot()?;
         let before = cache_total(&apps, &tokens);
+        let operators = self.operators.lock().clone();
         let result = change(&mut apps, &mut tokens)?;
         apps.sort_by(|a, b| a.name.cmp(&b.name));
-        let toml = tenants_toml(&apps, &tokens);
+        let toml = tenants_toml(&apps, &tokens, &operators);
         let set =
             TenantSet::from_toml_str(&toml).map_err(|e| StateError::Invalid(e.to_string()))?;
         let memory = self.cache_memory.load(std::sync::atomic::Ordering::Relaxed);

@@ -20,7 +20,7 @@ use anyhow::Context;
 use berth_common::admin::{self, AdminState};
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::Shutdown;
-use berth_common::tenants::{OperatorTokens, TenantSet, TenantsHandle};
+use berth_common::tenants::{OperatorTokens, Operators, TenantSet, TenantsHandle};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -84,7 +84,7 @@ pub struct Shared {
     /// The tenants, or `None` when running without.
     pub tenants: Option<TenantsHandle>,
     /// Operator tokens (read every app, `/metrics`).
-    pub operators: Arc<OperatorTokens>,
+    pub operators: Arc<Operators>,
     /// Global counters.
     pub counters: Counters,
     shutdown: berth_common::shutdown::ShutdownSignal,
@@ -98,9 +98,14 @@ impl Shared {
         tenants: Option<TenantSet>,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Arc<Shared>> {
-        let operators =
+        let configured =
             OperatorTokens::from_hex_hashes(&cfg.operator_tokens).context("operator_tokens")?;
         let tenants = tenants.map(TenantsHandle::new);
+        // The configured operator tokens, and those that come with the tenants (berthd's).
+        let operators = match &tenants {
+            Some(h) => Operators::following(configured, h.clone()),
+            None => Operators::fixed(configured),
+        };
         let limits: LimitsFn = {
             let tenants = tenants.clone();
             let default = Limits {

@@ -16,7 +16,7 @@ use anyhow::Context;
 use berth_common::admin::{self, AdminState, MetricsWriter};
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::Shutdown;
-use berth_common::tenants::{AppName, OperatorTokens, Tenant, TenantSet, TenantsHandle};
+use berth_common::tenants::{AppName, OperatorTokens, Operators, Tenant, TenantSet, TenantsHandle};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -154,10 +154,10 @@ pub fn shared(
 /// Serves until `shutdown`.
 pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(true));
-    let operators = Arc::new(
-        OperatorTokens::from_hex_hashes(&shared.cfg.operator_tokens)
-            .context("operator_tokens must be SHA-256 hashes in hex")?,
-    );
+    let configured = OperatorTokens::from_hex_hashes(&shared.cfg.operator_tokens)
+        .context("operator_tokens must be SHA-256 hashes in hex")?;
+    // The configured operator tokens, and those that come with the tenants (berthd's).
+    let operators = Arc::new(Operators::following(configured, shared.tenants.clone()));
     let state = AdminState {
         metrics: {
             let s = shared.clone();
