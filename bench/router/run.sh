@@ -99,6 +99,17 @@ wait_http() { # wait_http ADDR HOST
     die "nothing answers on $1 (host $2): $(tail -5 "$WORK"/*.log)"
 }
 
+# listen_addr FILE KIND: the address of the `LISTEN KIND ADDR` line a service printed to
+# FILE, once it has printed its last one (admin); empty if it did not within 5 s.
+listen_addr() {
+    local _
+    for _ in $(seq 1 100); do
+        grep -q '^LISTEN admin' "$1" 2>/dev/null && break
+        sleep 0.05
+    done
+    awk -v k="$2" '$1 == "LISTEN" && $2 == k { print $3 }' "$1"
+}
+
 # --- the app --------------------------------------------------------------------------
 APP_PORT=$(free_port)
 PYTHONPATH="$REPO/tests/router" BACKEND_NAME=bench "$PYTHON" -m granian --interface wsgi \
@@ -119,11 +130,7 @@ if [ "$ACCESS_LOG" = 1 ]; then
         >"$WORK/collector.out" 2>"$WORK/collector.log" &
     COLLECTOR_PID=$!
     PIDS+=($!)
-    for _ in $(seq 1 100); do
-        grep -q '^LISTEN admin' "$WORK/collector.out" 2>/dev/null && break
-        sleep 0.05
-    done
-    JSON_ADDR=$(awk '/^LISTEN json / { print $3 }' "$WORK/collector.out")
+    JSON_ADDR=$(listen_addr "$WORK/collector.out" json)
     [ -n "$JSON_ADDR" ] || die "the log collector did not start: $(cat "$WORK/collector.log")"
     LOGS_JSON=$(printf ',"logs":{"addr":"%s","token":"%s"}' "$JSON_ADDR" "$LOG_TOKEN")
 fi
@@ -137,12 +144,8 @@ printf 'control_tokens = ["%s"]\nverbosity = 0\nthreads = %s\n[app_defaults]\nma
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$WORK/router.out" 2>"$WORK/router.log" &
 ROUTER_PID=$!
 PIDS+=($!)
-for _ in $(seq 1 100); do
-    grep -q '^LISTEN admin' "$WORK/router.out" 2>/dev/null && break
-    sleep 0.05
-done
-ROUTER_ADDR=$(awk '/^LISTEN http / { print $3 }' "$WORK/router.out")
-ADMIN_ADDR=$(awk '/^LISTEN admin / { print $3 }' "$WORK/router.out")
+ROUTER_ADDR=$(listen_addr "$WORK/router.out" http)
+ADMIN_ADDR=$(listen_addr "$WORK/router.out" admin)
 [ -n "$ROUTER_ADDR" ] && [ -n "$ADMIN_ADDR" ] || die "the router did not start: $(cat "$WORK/router.log")"
 wait_http "127.0.0.1:$APP_PORT" "127.0.0.1"
 TABLE=$(printf '{"generation":1,"apps":[{"name":"bench","backends":["127.0.0.1:%s"]%s}]}' "$APP_PORT" "$LOGS_JSON")

@@ -96,13 +96,6 @@ struct Extra<'a> {
 }
 
 impl Event {
-    /// The event as one JSON line of the collector's protocol.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(384);
-        self.write_line(&mut out);
-        out
-    }
-
     /// Appends the event as one JSON line of the collector's protocol to `out`.
     pub fn write_line(&self, out: &mut Vec<u8>) {
         let timestamp = self
@@ -374,7 +367,8 @@ mod tests {
             release: Some("v3".into()),
             remote_addr: "127.0.0.1:5555".into(),
         };
-        let line = ev.to_line();
+        let mut line = Vec::new();
+        ev.write_line(&mut line);
         assert_eq!(line.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["timestamp"], 1.5);

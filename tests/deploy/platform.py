@@ -8,21 +8,48 @@ scripts/test makes it). MariaDB comes from BERTH_TEST_MARIADB (default 127.0.0.1
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from support.procs import ServerProcess
+
+
+BINARIES = ("berthd", "berth", "berth-shim", "berth-router", "cache-server", "blob-server",
+            "log-collector", "query-proxy")
+
+
+@contextlib.contextmanager
+def running(bin_dir: Path, prefix: str = "berth-platform-") -> Iterator["Platform"]:
+    """The whole platform from `bin_dir`, started, and stopped and removed afterwards."""
+    for name in BINARIES:
+        if not (bin_dir / name).exists():
+            pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
+    # Not under pytest's temporary root: that is private to root (0700), and app users must
+    # reach their own files under berthd's data dir.
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)
+    p = Platform(bin_dir, tmp)
+    try:
+        p.start_berthd()
+        p.start_services()
+        yield p
+    finally:
+        p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

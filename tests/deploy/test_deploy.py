@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -22,28 +20,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from .platform import HELLO, Platform, eventually, write_app
+from .platform import HELLO, Platform, eventually, running, write_app
 
 
 @pytest.fixture(scope="module")
 def platform(pytestconfig: pytest.Config) -> Iterator[Platform]:
-    bin_dir = Path(pytestconfig.getoption("--bin-dir"))
-    for name in ("berthd", "berth", "berth-shim", "berth-router", "cache-server", "blob-server",
-                 "log-collector", "query-proxy"):
-        if not (bin_dir / name).exists():
-            pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
-    # Not under pytest's temporary root: that is private to root (0700), and app users must
-    # reach their own files under berthd's data dir.
-    tmp = Path(tempfile.mkdtemp(prefix="berth-platform-"))
-    os.chmod(tmp, 0o755)
-    p = Platform(bin_dir, tmp)
-    try:
-        p.start_berthd()
-        p.start_services()
+    with running(Path(pytestconfig.getoption("--bin-dir"))) as p:
         yield p
-    finally:
-        p.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

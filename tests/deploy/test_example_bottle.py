@@ -6,19 +6,16 @@ sandbox, and the real berth-router serves it with every service it uses.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from .platform import Platform, eventually
+from .platform import Platform, eventually, running
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "bottle"
 APP = "bottle"  # the example's own name (berth.toml); no other test uses it
@@ -26,22 +23,8 @@ APP = "bottle"  # the example's own name (berth.toml); no other test uses it
 
 @pytest.fixture(scope="module")
 def platform(pytestconfig: pytest.Config) -> Iterator[Platform]:
-    bin_dir = Path(pytestconfig.getoption("--bin-dir"))
-    for name in ("berthd", "berth", "berth-shim", "berth-router", "cache-server", "blob-server",
-                 "log-collector", "query-proxy"):
-        if not (bin_dir / name).exists():
-            pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
-    # Not under pytest's temporary root (private to root): app users must reach their files.
-    tmp = Path(tempfile.mkdtemp(prefix="berth-platform-"))
-    os.chmod(tmp, 0o755)
-    p = Platform(bin_dir, tmp)
-    try:
-        p.start_berthd()
-        p.start_services()
+    with running(Path(pytestconfig.getoption("--bin-dir"))) as p:
         yield p
-    finally:
-        p.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -55,7 +38,9 @@ def post_paste(p: Platform, title: str, text: str) -> tuple[int, str]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{p.ports['router']}/pastes",
         data=urllib.parse.urlencode({"title": title, "text": text}).encode(),
-        headers={"Host": f"{APP}.localhost"}, method="POST")
+        headers={"Host": f"{APP}.localhost"},
+        method="POST",
+    )
     try:
         with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as r:
             return r.status, r.headers.get("Location", "")
@@ -66,8 +51,13 @@ def post_paste(p: Platform, title: str, text: str) -> tuple[int, str]:
 def logs(p: Platform, token: str) -> str:
     env = p.env(token)
     env["BERTH_LOGS_URL"] = f"http://127.0.0.1:{p.ports['logs_http']}"
-    done = subprocess.run([str(p.bin / "berth"), "logs", APP, "-n", "200"], env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [str(p.bin / "berth"), "logs", APP, "-n", "200"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return done.stdout
 
 

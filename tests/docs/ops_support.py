@@ -100,120 +100,46 @@ def start_service(
     exe = binary(config, name)
     tenants = work / "tenants.toml"
     tenants.write_text(tenants_toml())
-    operators = f'operator_tokens = ["{OPERATOR_HASH}"]\n'
     data = data if data is not None else work / "data"
-    kinds = ["admin"]
+    with_tenants: list[str | Path] = ["--tenants", tenants]
+    # Per service: more config lines, its own flags, and the LISTEN kind of its main port.
+    # Every one gets the operator token in a config file and its admin endpoint on port 0.
+    extra_config = ""
     if name == "cache-server":
-        (work / "cache.toml").write_text(operators)
-        argv = [
-            exe,
-            "--config",
-            work / "cache.toml",
-            "-p",
-            "0",
-            "-l",
-            "127.0.0.1",
-            "-m",
-            "64",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--tenants",
-            tenants,
-        ]
-        kinds.append("memcache")
+        args: list[str | Path] = ["-p", "0", "-l", "127.0.0.1", "-m", "64", *with_tenants]
+        kind = "memcache"
     elif name == "blob-server":
-        (work / "blob.toml").write_text(operators)
-        argv = [
-            exe,
-            "--config",
-            work / "blob.toml",
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--tenants",
-            tenants,
-        ]
-        kinds.append("http")
+        args = ["--data-dir", data, "--listen", "127.0.0.1:0", *with_tenants]
+        kind = "http"
     elif name == "log-collector":
-        (work / "logs.toml").write_text(operators)
-        argv = [
-            exe,
-            "--config",
-            work / "logs.toml",
-            "--data-dir",
-            data,
-            "--listen-json",
-            "127.0.0.1:0",
-            "--listen-syslog",
-            "127.0.0.1:0",
-            "--listen-http",
-            "127.0.0.1:0",
-            "--listen-otlp",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--tenants",
-            tenants,
-        ]
-        kinds.append("json")
+        args = ["--data-dir", data, *with_tenants]
+        for source in ("json", "syslog", "http", "otlp"):
+            args += [f"--listen-{source}", "127.0.0.1:0"]
+        kind = "json"
     elif name == "query-proxy":
         host, _, port = os.environ.get("BERTH_TEST_MARIADB", "127.0.0.1:3306").partition(":")
         (work / "admin-password").write_text(os.environ.get("BERTH_TEST_MARIADB_PASSWORD", ""))
-        (work / "query.toml").write_text(
-            operators
-            + f'backend_admin_user = "{os.environ.get("BERTH_TEST_MARIADB_USER", "root")}"\n'
-            + f'backend_admin_password_file = "{work / "admin-password"}"\n'
+        extra_config = (
+            f'backend_admin_user = "{os.environ.get("BERTH_TEST_MARIADB_USER", "root")}"\n'
+            f'backend_admin_password_file = "{work / "admin-password"}"\n'
         )
-        argv = [
-            exe,
-            "--config",
-            work / "query.toml",
-            "--data-dir",
-            data,
-            "--backend",
-            f"{host}:{port or 3306}",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--tenants",
-            tenants,
-        ]
-        kinds.append("mysql")
+        args = ["--data-dir", data, "--backend", f"{host}:{port or 3306}"]
+        args += ["--listen", "127.0.0.1:0", *with_tenants]
+        kind = "mysql"
     elif name == "berth-router":
-        (work / "router.toml").write_text(operators)
-        argv = [
-            exe,
-            "--config",
-            work / "router.toml",
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]
-        kinds.append("http")
+        args = ["--data-dir", data, "--listen", "127.0.0.1:0"]
+        kind = "http"
     elif name == "berthd":
         # No router to feed and no app to run: only the control API and the admin endpoint.
-        (work / "berthd.toml").write_text(operators + '[router]\nadmin_url = ""\n')
-        argv = [
-            exe,
-            "--config",
-            work / "berthd.toml",
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]
-        kinds.append("grpc")
+        extra_config = '[router]\nadmin_url = ""\n'
+        args = ["--data-dir", data, "--listen", "127.0.0.1:0"]
+        kind = "grpc"
     else:
         raise AssertionError(f"unknown service {name}")
+    config_file = work / f"{name}.toml"
+    config_file.write_text(f'operator_tokens = ["{OPERATOR_HASH}"]\n' + extra_config)
+    argv = [exe, "--config", config_file, *args, "--admin-listen", "127.0.0.1:0"]
+    kinds = ["admin", kind]
     proc = ServerProcess([str(a) for a in argv], work / "logs", name)
     try:
         addrs = proc.wait_listen(kinds, timeout=30)

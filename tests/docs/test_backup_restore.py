@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 from blob.conftest import BlobServerFactory, curl, rand_bytes, sha256_hex
 from logs.conftest import Collector, CollectorFactory
-from support.procs import ServerProcess
 
-from .ops_support import OPERATOR_HASH, OPERATOR_TOKEN, binary, repo_path
+from .ops_support import OPERATOR_TOKEN, binary, repo_path, start_service
 
 BACKUP_PAGE = repo_path("docs", "ops", "backup.md")
 
@@ -164,23 +163,10 @@ class Berthd:
 
     def __init__(self, config: pytest.Config, work: Path, data: Path) -> None:
         self.berth_bin = binary(config, "berth")
-        work.mkdir(parents=True, exist_ok=True)
-        cfg = work / "berthd.toml"
         # No router to feed, no app to run: only the state.
-        cfg.write_text(f'operator_tokens = ["{OPERATOR_HASH}"]\n[router]\nadmin_url = ""\n')
-        argv = [
-            binary(config, "berthd"),
-            "--config",
-            cfg,
-            "--data-dir",
-            data,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]
-        self.process = ServerProcess(argv, work / "logs", f"berthd-{data.name}")
-        host, port = self.process.wait_listen(["grpc"], timeout=30)["grpc"]
+        running = start_service(config, "berthd", work, data)
+        self.process = running.process
+        host, port = running.addrs["grpc"]
         self.server = f"http://{host}:{port}"
 
     def berth(

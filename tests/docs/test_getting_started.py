@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from .fences import fenced_blocks
+
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "getting-started.md"
 DATA = REPO / ".berth"
@@ -55,8 +57,8 @@ PROMISED = [
 START_TIMEOUT = 900  # the run command may build first
 
 
-def sh_blocks(text: str) -> list[str]:
-    return [m.group(1) for m in re.finditer(r"^```sh\n(.*?)^```$", text, re.M | re.S)]
+def sh_blocks() -> list[str]:
+    return [body for _, lang, body in fenced_blocks(PAGE) if lang == "sh"]
 
 
 def busy_ports() -> list[int]:
@@ -73,7 +75,7 @@ def test_the_page_promises_what_the_test_checks() -> None:
     text = PAGE.read_text()
     for line in PROMISED:
         assert f"`{line}`" in text, f"getting-started.md no longer says `{line}`"
-    blocks = sh_blocks(text)
+    blocks = sh_blocks()
     assert blocks[0].strip() == "scripts/run", "the first command must be the run command"
     assert len(blocks) >= 5
 
@@ -88,7 +90,7 @@ def test_getting_started_word_for_word(tmp_path: Path) -> None:
             f"ports {busy} are in use: stop your own scripts/run (Ctrl-C) before this test, "
             "which follows docs/getting-started.md with the run command's fixed ports"
         )
-    blocks = sh_blocks(PAGE.read_text())
+    blocks = sh_blocks()
     run_cmd, commands = blocks[0].strip(), blocks[1:]
 
     saved = None

@@ -36,11 +36,12 @@ import pymysql
 import pytest
 from berth import blobs, config, db, testing
 
+from .fences import fenced_blocks
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
 EXAMPLES_DIR = DOCS / "examples"
 
-FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^`\s]*)")
 PYTHON_LANGS = {"python", "python3", "py", "pycon", "py3"}
 INCLUDE_LINE_RE = re.compile(r"^\s*\{\{#(?:include|rustdoc_include)\s+([^\s}]+)\s*\}\}\s*$")
 
@@ -78,37 +79,11 @@ class Block:
         return None
 
 
-def closes(line: str, fence: str) -> bool:
-    """Whether `line` closes a block opened with `fence` (the same character, at least as
-    many, no info string)."""
-    m = FENCE_RE.match(line)
-    if m is None or m.group(3):
-        return False
-    return m.group(2)[0] == fence[0] and len(m.group(2)) >= len(fence)
-
-
 def python_blocks(page: Path) -> list[Block]:
     """Every fenced block of `page` whose language is Python."""
-    blocks: list[Block] = []
-    lines = page.read_text().splitlines(keepends=True)
-    i = 0
-    while i < len(lines):
-        m = FENCE_RE.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        fence, lang, start = m.group(2), m.group(3).lower(), i
-        body: list[str] = []
-        i += 1
-        while i < len(lines):
-            if closes(lines[i], fence):
-                break
-            body.append(lines[i])
-            i += 1
-        i += 1
-        if lang.split(",")[0] in PYTHON_LANGS:
-            blocks.append(Block(page, start + 1, "".join(body)))
-    return blocks
+    return [
+        Block(page, line, body) for line, lang, body in fenced_blocks(page) if lang in PYTHON_LANGS
+    ]
 
 
 def inline_blocks(page: Path) -> list[Block]:

@@ -49,10 +49,11 @@ import pymysql
 import pytest
 from berth import testing
 
+from .fences import fenced_blocks
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
 
-FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^`\s]*)")
 SHELL_LANGS = {"sh", "bash", "shell", "console", "shell-session"}
 OUTPUT_COMMENT_RE = re.compile(r"^#\s([\[{\"].*)$")
 TRAILING_OUTPUT_RE = re.compile(r"\s#\s\"(.*)\"(?:,.*)?\s*$")
@@ -81,33 +82,13 @@ class Block:
     text: str
 
 
-def closes(line: str, fence: str) -> bool:
-    m = FENCE_RE.match(line)
-    if m is None or m.group(3):
-        return False
-    return m.group(2)[0] == fence[0] and len(m.group(2)) >= len(fence)
-
-
 def shell_blocks(page: str) -> list[Block]:
     """Every fenced block of `page` whose language is a shell's."""
-    blocks: list[Block] = []
-    lines = (DOCS / page).read_text().splitlines(keepends=True)
-    i = 0
-    while i < len(lines):
-        m = FENCE_RE.match(lines[i])
-        if not m:
-            i += 1
-            continue
-        fence, lang, start = m.group(2), m.group(3).lower().split(",")[0], i
-        body: list[str] = []
-        i += 1
-        while i < len(lines) and not closes(lines[i], fence):
-            body.append(lines[i])
-            i += 1
-        i += 1
-        if lang in SHELL_LANGS:
-            blocks.append(Block(page, start + 1, lang, "".join(body)))
-    return blocks
+    return [
+        Block(page, line, lang, body)
+        for line, lang, body in fenced_blocks(DOCS / page)
+        if lang in SHELL_LANGS
+    ]
 
 
 def not_run_reason(block: Block) -> str | None:

@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -448,34 +446,13 @@ def test_the_cli_refusals_before_any_server_are_on_the_page(berth: Path, tmp_pat
 
 @pytest.fixture(scope="module")
 def berthd(pytestconfig: pytest.Config) -> Iterator[object]:
-    from deploy.platform import Platform
+    from deploy.platform import running
 
-    bin_dir = Path(pytestconfig.getoption("--bin-dir"))
-    for name in (
-        "berthd",
-        "berth",
-        "berth-shim",
-        "berth-router",
-        "cache-server",
-        "blob-server",
-        "log-collector",
-        "query-proxy",
-    ):
-        if not (bin_dir / name).exists():
-            pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
     runtime = REPO / ".venv-runtime" / "bin" / "python"
     if not os.environ.get("BERTH_RUNTIME_PYTHON") and runtime.exists():
         os.environ["BERTH_RUNTIME_PYTHON"] = str(runtime)
-    tmp = Path(tempfile.mkdtemp(prefix="berth-tsdocs-"))
-    os.chmod(tmp, 0o755)
-    p = Platform(bin_dir, tmp)
-    try:
-        p.start_berthd()
-        p.start_services()
+    with running(Path(pytestconfig.getoption("--bin-dir")), prefix="berth-tsdocs-") as p:
         yield p
-    finally:
-        p.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_berthd_refusals_are_on_the_page(berthd: object, tmp_path: Path) -> None:
