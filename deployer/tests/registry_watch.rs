@@ -31,6 +31,8 @@ fn start() -> Daemon {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--dashboard-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path())

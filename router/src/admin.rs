@@ -50,8 +50,17 @@ pub async fn serve(
         metrics: admin.metrics.clone(),
         ready: admin.ready.clone(),
         // The router is fed by berthd, not a tenants follower: its configured tokens only.
+        // When they are set, a control token (berthd's, which may rewrite the table) may
+        // read the metrics too: berthd's dashboard shows each app's request rates from them.
         operators: Arc::new(berth_common::tenants::Operators::fixed(
-            (*admin.operators).clone(),
+            if admin.operators.is_empty() {
+                OperatorTokens::default()
+            } else {
+                OperatorTokens::from_hex_hashes(
+                    &[admin.operators.hex_hashes(), admin.control.hex_hashes()].concat(),
+                )
+                .unwrap_or_else(|_| (*admin.operators).clone())
+            },
         )),
     });
     let app = Router::new()

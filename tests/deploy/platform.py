@@ -33,8 +33,11 @@ BINARIES = ("berthd", "berth", "berth-shim", "berth-router", "cache-server", "bl
 
 
 @contextlib.contextmanager
-def running(bin_dir: Path, prefix: str = "berth-platform-") -> Iterator["Platform"]:
-    """The whole platform from `bin_dir`, started, and stopped and removed afterwards."""
+def running(bin_dir: Path, prefix: str = "berth-platform-", watch_window: str = "3s",
+            public_urls: tuple[str, ...] = ("http://{app}.localhost:{router}/",)
+            ) -> Iterator["Platform"]:
+    """The whole platform from `bin_dir`, started, and stopped and removed afterwards.
+    `public_urls` are berthd's router URLs, `{router}` standing for the router's port."""
     for name in BINARIES:
         if not (bin_dir / name).exists():
             pytest.fail(f"{bin_dir / name} does not exist: run `cargo build --release --workspace`")
@@ -42,7 +45,7 @@ def running(bin_dir: Path, prefix: str = "berth-platform-") -> Iterator["Platfor
     # reach their own files under berthd's data dir.
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(tmp, 0o755)
-    p = Platform(bin_dir, tmp)
+    p = Platform(bin_dir, tmp, watch_window, public_urls)
     try:
         p.start_berthd()
         p.start_services()
@@ -119,12 +122,14 @@ def pick_ports(names: tuple[str, ...]) -> dict[str, int]:
 
 
 class Platform:
-    def __init__(self, bin_dir: Path, tmp: Path, watch_window: str = "3s") -> None:
+    def __init__(self, bin_dir: Path, tmp: Path, watch_window: str = "3s",
+                 public_urls: tuple[str, ...] = ("http://{app}.localhost:{router}/",)) -> None:
         self.bin, self.tmp = bin_dir, tmp
         self.procs: dict[str, ServerProcess] = {}
         self.apps: list[str] = []
-        self.ports = pick_ports(("berthd", "cache", "blob", "blob_admin", "query", "logs",
-                                 "logs_http", "logs_admin", "router", "router_admin"))
+        self.ports = pick_ports(("berthd", "cache", "cache_admin", "blob", "blob_admin", "query",
+                                 "query_admin", "logs", "logs_http", "logs_admin", "router",
+                                 "router_admin", "dashboard"))
         self.service_token = secrets.token_hex(32)
         self.router_token = secrets.token_hex(32)
         (tmp / "service-token").write_text(self.service_token + "\n")
@@ -160,7 +165,14 @@ admin_token_file = "{tmp / 'berthd' / 'operator-token'}"
 [router]
 admin_url = "http://127.0.0.1:{p['router_admin']}"
 token_file = "{tmp / 'router-token'}"
-public_urls = ["http://{{app}}.localhost:{p['router']}/"]
+public_urls = {json.dumps([u.replace("{router}", str(p['router'])) for u in public_urls])}
+[dashboard]
+listen = "127.0.0.1:{p['dashboard']}"
+logs_url = "http://127.0.0.1:{p['logs_http']}"
+cache_admin_url = "http://127.0.0.1:{p['cache_admin']}"
+query_admin_url = "http://127.0.0.1:{p['query_admin']}"
+sample_interval = "1s"
+refresh_interval = "500ms"
 [database]
 backend = "{self.mariadb}"
 admin_user = "{user}"
@@ -180,7 +192,7 @@ backend_secret_file = "{tmp / 'backend-secret'}"
             [self.bin / "berthd", "--config", self.tmp / "berthd.toml", "--data-dir",
              self.tmp / "berthd", "--listen", f"127.0.0.1:{self.ports['berthd']}",
              "--admin-listen", "127.0.0.1:0"], self.tmp, "berthd")
-        p.wait_listen(["grpc"], timeout=30)
+        p.wait_listen(["grpc", "dashboard"], timeout=30)
         self.procs["berthd"] = p
 
     def registry(self) -> list[object]:
@@ -198,7 +210,8 @@ backend_secret_file = "{tmp / 'backend-secret'}"
             (t / d).mkdir(exist_ok=True)
         self._start("cache-server", "cache-server", [
             # Room for every app the tests make (each reserves its cache_bytes, 64 MiB).
-            "-p", p["cache"], "-l", "127.0.0.1", "-m", "8192", "--admin-listen", "127.0.0.1:0",
+            "-p", p["cache"], "-l", "127.0.0.1", "-m", "8192",
+            "--admin-listen", f"127.0.0.1:{p['cache_admin']}",
             "--registry-state", t / "cache" / "registry.toml", *self.registry()], "memcache")
         # berthd's operator token opens their admin endpoints (the purge at destroy).
         operator = (t / "berthd" / "operator-token").read_text().strip()
@@ -215,7 +228,8 @@ backend_secret_file = "{tmp / 'backend-secret'}"
             "--admin-listen", f"127.0.0.1:{p['logs_admin']}", *self.registry()], "json")
         self._start("query-proxy", "query-proxy", [
             "--config", t / "query.toml", "--data-dir", t / "query",
-            "--listen", f"127.0.0.1:{p['query']}", "--admin-listen", "127.0.0.1:0",
+            "--listen", f"127.0.0.1:{p['query']}",
+            "--admin-listen", f"127.0.0.1:{p['query_admin']}",
             "--backend", self.mariadb, *self.registry()], "mysql")
         self._start("berth-router", "berth-router", [
             "--config", t / "router.toml", "--data-dir", t / "router",

@@ -29,7 +29,8 @@ class Berthd:
                           '[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n'
                           + self.services_extra)
         argv = [self.binary, "--config", config, "--data-dir", self.data, "--listen",
-                f"127.0.0.1:{self.port}", "--admin-listen", "127.0.0.1:0"]
+                f"127.0.0.1:{self.port}", "--admin-listen", "127.0.0.1:0",
+                "--dashboard-listen", "127.0.0.1:0"]
         self.proc = ServerProcess(argv, self.logs, "berthd")
         addrs = self.proc.wait_listen(["grpc", "admin"])
         self.port = addrs["grpc"][1]

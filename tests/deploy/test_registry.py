@@ -45,7 +45,8 @@ class Suite:
         p = ServerProcess(
             [self.bin / "berthd", "--config", self.tmp / "berthd.toml", "--data-dir",
              self.tmp / "berthd", "--listen", f"127.0.0.1:{self.berthd_port}",
-             "--admin-listen", "127.0.0.1:0"], self.tmp, "berthd")
+             "--admin-listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0"], self.tmp,
+            "berthd")
         self.berthd_port = p.wait_listen(["grpc"])["grpc"][1]
         self.procs["berthd"] = p
 

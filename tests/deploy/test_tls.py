@@ -41,7 +41,7 @@ def tls_berthd(pytestconfig: pytest.Config, tmp_path: Path) -> Iterator[tuple[Pa
         '[router]\nadmin_url = ""\n[services]\nblob_admin_url = ""\nlogs_admin_url = ""\n')
     p = ServerProcess([bin_dir / "berthd", "--config", tmp_path / "berthd.toml", "--data-dir",
                        tmp_path / "data", "--listen", "127.0.0.1:0", "--admin-listen",
-                       "127.0.0.1:0"], tmp_path, "berthd")
+                       "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0"], tmp_path, "berthd")
     port = p.wait_listen(["grpc"])["grpc"][1]
     yield tmp_path, port
     p.stop()

@@ -33,6 +33,7 @@ DATA = REPO / ".berth"
 # Every port scripts/run listens on (see the comment at its top).
 PORTS = [
     7100,
+    7180,
     9271,
     11211,
     9211,

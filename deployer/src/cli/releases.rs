@@ -271,10 +271,14 @@ pub(crate) fn render_versions(app: &str, versions: &[api::Version]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &["VERSION", "STATE", "CREATED", "ACTOR", "ENTRY", "DIGEST"],
         &rows,
-    )
+    );
+    for v in versions.iter().filter(|v| !v.error.is_empty()) {
+        out.push_str(&format!("{} failed: {}\n", v.version, v.error));
+    }
+    out
 }
 
 /// The `berth releases` table.
@@ -401,7 +405,7 @@ fn version_json(v: &api::Version) -> Value {
     json!({
         "version": v.version, "state": v.state, "created": when(v.created_ms),
         "created_ms": v.created_ms, "actor": v.actor, "entry": v.entry, "digest": v.digest,
-        "bundle_sha256": v.bundle_sha256,
+        "bundle_sha256": v.bundle_sha256, "error": v.error,
     })
 }
 
@@ -542,12 +546,21 @@ v1       1.1.0    -         2026-11-25 22:27:11Z  app:guestbook:4357f5c619e5  de
             created_ms: T0,
             actor: "operator:abc".into(),
             state: "live".into(),
+            error: String::new(),
+        };
+        let failed = api::Version {
+            version: "1.3.0".into(),
+            state: "failed".into(),
+            error: "health: GET /healthz answered 500".into(),
+            ..v.clone()
         };
         assert_eq!(
-            render_versions("guestbook", &[v]),
+            render_versions("guestbook", &[failed, v]),
             "\
-VERSION  STATE  CREATED               ACTOR         ENTRY             DIGEST
-1.2.0    live   2026-11-25 22:26:11Z  operator:abc  main:application  dc1b215d0123
+VERSION  STATE   CREATED               ACTOR         ENTRY             DIGEST
+1.3.0    failed  2026-11-25 22:26:11Z  operator:abc  main:application  dc1b215d0123
+1.2.0    live    2026-11-25 22:26:11Z  operator:abc  main:application  dc1b215d0123
+1.3.0 failed: health: GET /healthz answered 500
 "
         );
     }

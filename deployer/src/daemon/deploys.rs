@@ -218,21 +218,33 @@ impl api::deploys_server::Deploys for Control {
         });
         let live = self.engine.live_version(&app);
         let instances = self.state.instances(&app).map_err(status)?;
+        // Versions that were live once: in a release that is not a failed candidate.
+        let was_live: std::collections::HashSet<String> = self
+            .state
+            .releases(&app)
+            .map_err(status)?
+            .into_iter()
+            .filter(|r| r.state != "failed" && r.state != "candidate")
+            .map(|r| r.version)
+            .collect();
         Ok(Response::new(api::ListVersionsResponse {
             versions: versions
                 .into_iter()
                 .map(|v| {
-                    let state = if Some(&v.version) == live.as_ref() {
+                    let is_live = Some(&v.version) == live.as_ref();
+                    let state = if is_live {
                         "live"
-                    } else if v.state == "failed" {
-                        "failed"
                     } else if instances
                         .iter()
                         .any(|i| i.version == v.version && i.role == "warm")
                     {
                         "warm"
+                    } else if v.state == "failed" || !v.error.is_empty() {
+                        "failed"
+                    } else if was_live.contains(&v.version) {
+                        "retired"
                     } else {
-                        "stopped"
+                        "ready"
                     };
                     api::Version {
                         version: v.version,
@@ -241,6 +253,7 @@ impl api::deploys_server::Deploys for Control {
                         entry: v.manifest.entry,
                         created_ms: v.created_ms,
                         actor: v.actor,
+                        error: if is_live { String::new() } else { v.error },
                         state: state.into(),
                     }
                 })

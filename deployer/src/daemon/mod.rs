@@ -3,6 +3,7 @@
 //! the tenants to every service (`Registry.Watch`). Deploys, the supervisor and the router
 //! feed come next (issue 7).
 
+pub mod dashboard;
 pub mod deploys;
 pub mod engine;
 pub mod secrets;
@@ -66,6 +67,8 @@ pub struct Config {
     /// The database backend berthd provisions apps' databases on (through the query
     /// proxy's provisioning code). Without it, apps that want `db` cannot deploy.
     pub database: Option<DatabaseConfig>,
+    /// The web dashboard.
+    pub dashboard: dashboard::DashboardConfig,
 }
 
 /// `[apps]`: how app instances run.
@@ -263,6 +266,7 @@ impl Default for Config {
             services: ServicesConfig::default(),
             router: RouterConfig::default(),
             database: None,
+            dashboard: dashboard::DashboardConfig::default(),
         }
     }
 }
@@ -286,6 +290,10 @@ pub struct Cli {
     /// 127.0.0.1:9271).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// The web dashboard's address (`[dashboard] listen`, default 127.0.0.1:7180; an empty
+    /// value: no dashboard).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard_listen: Option<String>,
     /// Data directory: state, bundles, apps' files, the operator token (`data_dir`, default
     /// /var/lib/berthd).
     #[arg(long, value_name = "DIR")]
@@ -311,6 +319,9 @@ impl Cli {
         }
         if let Some(v) = self.admin_listen {
             cfg.admin_listen = v;
+        }
+        if let Some(v) = self.dashboard_listen {
+            cfg.dashboard.listen = v;
         }
         if let Some(v) = self.data_dir {
             cfg.data_dir = v;
@@ -409,6 +420,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         services,
         shutdown.signal(),
     );
+    let dashboard = dashboard::start(cfg.clone(), control.clone(), shutdown.signal()).await?;
     let metrics_state = state.clone();
     let admin_state = AdminState {
         metrics: Arc::new(move |out: &mut String| {
@@ -465,6 +477,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let _ = admin_task.await;
+    if let Some(d) = dashboard {
+        let _ = d.await;
+    }
     monitor.abort();
     if cfg.stop_apps_on_exit {
         tracing::info!("stopping every app instance (stop_apps_on_exit)");

@@ -90,6 +90,11 @@ impl Control {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| Status::unauthenticated("authorization must be Bearer <token>"))?;
+        self.caller_of_token(token)
+    }
+
+    /// Who holds `token`.
+    pub fn caller_of_token(&self, token: &str) -> Result<Caller, Status> {
         if self.operators.verify(token) {
             return Ok(Caller::Operator(
                 hex::encode(hash_token(token).sha256)[..12].to_string(),

@@ -262,6 +262,18 @@ fn metrics(shared: &Shared, out: &mut String) {
             u64::from(*n),
         );
     }
+    drop(open);
+    let sizes = shared.db_sizes.lock().unwrap_or_else(|e| e.into_inner());
+    w.family(
+        "query_proxy_app_db_bytes",
+        "Size of each app database (data and indexes), as last measured for db_bytes.",
+        berth_common::admin::MetricKind::Gauge,
+    );
+    let mut sizes: Vec<(&String, &u64)> = sizes.iter().collect();
+    sizes.sort();
+    for (db, bytes) in sizes {
+        w.sample_u64("query_proxy_app_db_bytes", &[("database", db)], *bytes);
+    }
 }
 
 /// Parses an app name for the operator commands.

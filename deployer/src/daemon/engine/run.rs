@@ -125,9 +125,21 @@ impl Engine {
     ) -> Result<Outcome, Fail> {
         let what = format!("deploy of bundle {}", &sha256[..12.min(sha256.len())]);
         self.exclusive(app, what, tx, async {
+            let seen = parking_lot::Mutex::new(None);
             let r = self
-                .deploy_locked(actor, app, sha256, no_promote, allow_downgrade, reason, tx)
+                .deploy_locked(
+                    actor,
+                    app,
+                    sha256,
+                    no_promote,
+                    allow_downgrade,
+                    reason,
+                    tx,
+                    &seen,
+                )
                 .await;
+            let version = seen.into_inner().map(|(m, digest)| (m, digest, sha256));
+            self.note_outcome(actor, app, version, &r);
             if let Err(f) = &r {
                 self.state.audit(
                     actor,
@@ -141,6 +153,52 @@ impl Engine {
         .await
     }
 
+    /// Keeps why a version's last deploy or promote failed (the dashboard and `berth
+    /// versions` show it), and forgets it once the version goes live. A version that never
+    /// passed its gates is kept as `failed` (its files are not: the same number may be
+    /// deployed again with other content); one that passed them keeps its state and gets the
+    /// error beside it.
+    fn note_outcome(
+        &self,
+        actor: &str,
+        app: &str,
+        version: Option<(Manifest, String, &str)>,
+        r: &Result<Outcome, Fail>,
+    ) {
+        let Some((manifest, digest, sha256)) = version else {
+            return;
+        };
+        let known = self.state.version(app, &manifest.version).ok().flatten();
+        let record = match (r, known) {
+            (Ok(_), Some(mut v)) if !v.error.is_empty() => {
+                v.error.clear();
+                v
+            }
+            (Ok(_), _) => return,
+            (Err(f), Some(mut v)) if v.state == "ok" => {
+                if self.live_version(app).as_deref() == Some(v.version.as_str()) {
+                    return;
+                }
+                v.error = format!("{}: {}", f.phase, one_line(&f.message));
+                v
+            }
+            (Err(f), _) => VersionRecord {
+                app: app.into(),
+                version: manifest.version.clone(),
+                digest,
+                bundle_sha256: sha256.into(),
+                manifest,
+                created_ms: now_ms(),
+                actor: actor.into(),
+                state: "failed".into(),
+                error: format!("{}: {}", f.phase, one_line(&f.message)),
+            },
+        };
+        if let Err(e) = self.state.commit(Batch::new().version(&record)) {
+            tracing::warn!(app, version = %record.version, error = %e, "cannot record the version's outcome");
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn deploy_locked(
         self: &Arc<Self>,
@@ -151,6 +209,7 @@ impl Engine {
         allow_downgrade: bool,
         reason: &str,
         tx: &Tx,
+        seen: &parking_lot::Mutex<Option<(Manifest, String)>>,
     ) -> Result<Outcome, Fail> {
         let path = self.bundle_path(sha256);
         let archive = std::fs::read(&path).map_err(|_| {
@@ -178,6 +237,9 @@ impl Engine {
         };
         crate::tarball::unpack(&archive, &incoming, &limits).map_err(st("validate"))?;
         let manifest = Manifest::load(&incoming).map_err(st("validate"))?;
+        if manifest.name == app && manifest.semver().is_some() {
+            *seen.lock() = Some((manifest.clone(), String::new()));
+        }
         if manifest.name != app {
             return Err(Fail::new(
                 "validate",
@@ -214,12 +276,17 @@ impl Engine {
         let version = manifest
             .semver()
             .ok_or_else(|| Fail::new("validate", "version: not a semantic version"))?;
+        if let Some((_, digest)) = seen.lock().as_mut() {
+            digest.clone_from(&collected.digest);
+        }
         let run = self.state.run(app).map_err(st("state"))?;
         let live = self.live_release(app)?;
+        // A version that failed its gates is not kept: it may come again with other content.
         let known_before = self
             .state
             .version(app, &manifest.version)
-            .map_err(st("state"))?;
+            .map_err(st("state"))?
+            .filter(|v| v.state != "failed");
         if let Some(existing) = &known_before {
             if existing.digest != collected.digest {
                 return Err(Fail::new(
@@ -1164,7 +1231,10 @@ impl Engine {
                 }
             }
             let description = with_reason(what, reason);
-            self.rollout(actor, &vrec, config, description, tx, Rollout { no_promote: false, watch: true, reuse_warm: true }).await
+            let r = self.rollout(actor, &vrec, config, description, tx, Rollout { no_promote: false, watch: true, reuse_warm: true }).await;
+            let version = (vrec.manifest.clone(), vrec.digest.clone(), vrec.bundle_sha256.as_str());
+            self.note_outcome(actor, app, Some(version), &r);
+            r
         })
         .await
     }
@@ -1964,6 +2034,17 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
+/// A failure in one line: the first line, and the last one when there are more (a
+/// traceback's last line names the exception).
+fn one_line(s: &str) -> String {
+    let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    match lines.next_back() {
+        Some(last) => format!("{} {last}", first.trim_end_matches(':').to_string() + ":"),
+        None => first.to_string(),
+    }
+}
+
 fn with_reason(what: String, reason: &str) -> String {
     if reason.is_empty() {
         what
@@ -2035,4 +2116,23 @@ fn tail_lines(text: &str, n: usize) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_failure_in_one_line_keeps_the_exception() {
+        assert_eq!(
+            one_line("health: 3 checks failed"),
+            "health: 3 checks failed"
+        );
+        assert_eq!(
+            one_line(
+                "the entry point main:app did not import (exit 1):\nTraceback (most recent call last):\n  File \"main.py\"\nRuntimeError: boom\n\n"
+            ),
+            "the entry point main:app did not import (exit 1): RuntimeError: boom"
+        );
+    }
 }

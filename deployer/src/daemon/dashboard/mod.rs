@@ -1,0 +1,1232 @@
+//! The web dashboard (`[dashboard]`, default `127.0.0.1:7180`): server-rendered pages over the
+//! control API, with a little JavaScript for the live parts (server-sent events).
+//!
+//! Every page calls the gRPC services in-process with the signed-in user's token, so the
+//! dashboard has exactly the rights of that token: an operator sees every app, an app's token
+//! its own app only (another app's pages and API answer 403, whether it exists or not).
+//! Sign-in keeps the token server-side in a session (see [`sessions`]); the JSON API and the
+//! live streams also take `Authorization: Bearer`. Everything is served by berthd: no CDN.
+
+mod client;
+mod pages;
+mod sessions;
+pub mod usage;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_api::v1 as api;
+use berth_api::v1::apps_server::Apps;
+use berth_api::v1::config_server::Config as ConfigApi;
+use berth_api::v1::deploys_server::Deploys;
+use berth_api::v1::events_server::Events;
+use berth_common::config::HumanDuration;
+use berth_common::listener::{self, ConnCounters, ServeOptions};
+use berth_common::shutdown::ShutdownSignal;
+use futures_util::{Stream, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::service::{Caller, Control};
+use super::Config;
+use sessions::Sessions;
+use usage::{AppUsage, Usage};
+
+const COOKIE: &str = "berth_session";
+const CSS: &str = include_str!("assets/dashboard.css");
+const JS: &str = include_str!("assets/dashboard.js");
+
+/// `[dashboard]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Where the dashboard listens; empty: no dashboard.
+    pub listen: String,
+    /// TLS: a PEM certificate chain and its key (both or neither). With TLS the session
+    /// cookie is `Secure`; without it keep the dashboard on loopback or behind a TLS proxy.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// A sign-in ends after this long without a request.
+    pub session_idle: HumanDuration,
+    /// Sessions kept at once (the least recently used go first).
+    pub max_sessions: usize,
+    /// Connections served at once (live pages and log tails hold one each).
+    pub max_connections: usize,
+    /// How often live parts of a page (status, versions, releases, usage, events) are
+    /// checked for changes.
+    pub refresh_interval: HumanDuration,
+    /// How often usage is read from the services' `/metrics`.
+    pub sample_interval: HumanDuration,
+    /// How much usage history the charts show.
+    pub history: HumanDuration,
+    /// The log collector's HTTP read API (the log tail is read through it with the
+    /// signed-in token).
+    pub logs_url: String,
+    /// Admin endpoints of the cache server and the query proxy (the blob server's, the log
+    /// collector's and the router's are `[services] blob_admin_url`, `logs_admin_url` and
+    /// `[router] admin_url`); empty: not sampled.
+    pub cache_admin_url: String,
+    pub query_admin_url: String,
+    /// Files holding tokens that the services' `/metrics` accept (tried in order). Default:
+    /// `[services] admin_token_file`, berthd's own operator token file, and
+    /// `[router] token_file`.
+    pub metrics_token_files: Vec<PathBuf>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: "127.0.0.1:7180".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            session_idle: HumanDuration(Duration::from_secs(12 * 3600)),
+            max_sessions: 10_000,
+            max_connections: 512,
+            refresh_interval: HumanDuration(Duration::from_secs(1)),
+            sample_interval: HumanDuration(Duration::from_secs(10)),
+            history: HumanDuration(Duration::from_secs(3600)),
+            logs_url: "http://127.0.0.1:8099".into(),
+            cache_admin_url: "http://127.0.0.1:9211".into(),
+            query_admin_url: "http://127.0.0.1:9233".into(),
+            metrics_token_files: vec![],
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+struct Dash {
+    control: Control,
+    cfg: Arc<Config>,
+    sessions: Sessions,
+    usage: Arc<Usage>,
+    secure: bool,
+}
+
+/// Binds the dashboard (when `listen` is set) and prints its `LISTEN` line; the server
+/// and the usage sampler run until `shutdown`.
+pub async fn start(
+    cfg: Arc<Config>,
+    control: Control,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context;
+    let d = &cfg.dashboard;
+    if d.listen.is_empty() {
+        return Ok(None);
+    }
+    let tls = match (&d.tls_cert_file, &d.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            berth_router::tls::acceptor(
+                &[berth_router::config::TlsCertificate {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                    hosts: vec![],
+                }],
+                false,
+            )
+            .map_err(|e| anyhow::anyhow!("[dashboard] {e}"))?,
+        ),
+        (None, None) => None,
+        _ => anyhow::bail!("[dashboard] tls_cert_file and tls_key_file go together"),
+    };
+    let listener = tokio::net::TcpListener::bind(&d.listen)
+        .await
+        .with_context(|| format!("binding the dashboard on {}", d.listen))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "LISTEN dashboard {}", listener.local_addr()?)?;
+        out.flush()?;
+    }
+    let mut token_files = d.metrics_token_files.clone();
+    if token_files.is_empty() {
+        token_files.extend(cfg.services.admin_token_file.clone());
+        token_files.push(cfg.data_dir.join("operator-token"));
+        token_files.extend(cfg.router.token_file.clone());
+    }
+    let sources = usage::Sources {
+        cache: d.cache_admin_url.clone(),
+        blob: cfg.services.blob_admin_url.clone(),
+        query: d.query_admin_url.clone(),
+        logs: cfg.services.logs_admin_url.clone(),
+        router: cfg.router.admin_url.clone().unwrap_or_default(),
+        token_files,
+    };
+    let usage = Arc::new(Usage::default());
+    tokio::spawn(usage::sample(
+        usage.clone(),
+        control.state.clone(),
+        sources,
+        d.sample_interval.0.max(Duration::from_millis(100)),
+        d.history.0,
+        shutdown.clone(),
+    ));
+    let dash = Arc::new(Dash {
+        control,
+        sessions: Sessions::new(d.session_idle.0, d.max_sessions),
+        usage,
+        secure: tls.is_some(),
+        cfg: cfg.clone(),
+    });
+    let app = routes(dash);
+    let opts = ServeOptions {
+        max_connections: d.max_connections,
+        drain_timeout: Duration::from_secs(2),
+        reject_message: None,
+    };
+    let counters = Arc::new(ConnCounters::default());
+    let tls = tls.map(Arc::new);
+    Ok(Some(tokio::spawn(async move {
+        listener::serve(
+            listener,
+            opts,
+            counters,
+            shutdown,
+            move |stream, _peer, sd| serve_connection(app.clone(), tls.clone(), stream, sd),
+        )
+        .await;
+    })))
+}
+
+async fn serve_connection(
+    app: Router,
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+    stream: tokio::net::TcpStream,
+    shutdown: ShutdownSignal,
+) {
+    match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(s)) => serve_http(app, s, shutdown).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "dashboard TLS handshake failed"),
+                Err(_) => tracing::debug!("dashboard TLS handshake timed out"),
+            }
+        }
+        None => serve_http(app, stream, shutdown).await,
+    }
+}
+
+async fn serve_http<S>(app: Router, stream: S, mut shutdown: ShutdownSignal)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.recv() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "dashboard connection ended with an error");
+    }
+}
+
+fn routes(dash: Arc<Dash>) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", axum::routing::post(logout))
+        .route("/events", get(events_page))
+        .route("/live", get(apps_live))
+        .route("/apps/:app", get(app_page))
+        .route("/apps/:app/live", get(app_live))
+        .route("/apps/:app/logs", get(logs_page))
+        .route("/apps/:app/logs/stream", get(logs_stream))
+        .route("/apps/:app/promote", get(promote_confirm).post(promote))
+        .route("/apps/:app/rollback", get(rollback_confirm).post(rollback))
+        .route("/api/apps", get(api_apps))
+        .route("/api/apps/:app", get(api_app))
+        .route("/api/apps/:app/events", get(api_events))
+        .route("/assets/dashboard.css", get(|| asset(CSS, "text/css")))
+        .route("/assets/dashboard.js", get(|| asset(JS, "text/javascript")))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(dash)
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+         frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "same-origin");
+    set(h, "x-frame-options", "DENY");
+    set(h, "cache-control", "no-store");
+    resp
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Who is asking.
+
+/// The signed-in user of a request.
+#[derive(Debug, Clone)]
+struct Who {
+    caller: Caller,
+    token: String,
+    /// The session id (absent for `Authorization: Bearer` requests).
+    session: Option<String>,
+    csrf: String,
+}
+
+impl Who {
+    /// The app of an app token.
+    fn own_app(&self) -> Option<&str> {
+        match &self.caller {
+            Caller::App { app, .. } => Some(app),
+            _ => None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match &self.caller {
+            Caller::Operator(id) => format!("operator {id}"),
+            Caller::App { app, token } => format!("{app} (token {token})"),
+            Caller::Service => "service".into(),
+        }
+    }
+}
+
+impl Dash {
+    /// The caller of `headers`: a Bearer token or the session cookie. Service tokens may not
+    /// use the dashboard.
+    fn who(&self, headers: &HeaderMap) -> Option<Who> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        let (token, session, csrf) = match bearer {
+            Some(t) => (t, None, String::new()),
+            None => {
+                let id = cookie(headers, COOKIE)?;
+                let s = self.sessions.get(&id)?;
+                (s.token, Some(id), s.csrf)
+            }
+        };
+        match self.control.caller_of_token(&token) {
+            Ok(Caller::Service) => None,
+            Ok(caller) => Some(Who {
+                caller,
+                token,
+                session,
+                csrf,
+            }),
+            Err(_) => {
+                // Revoked or removed: every session of it ends.
+                self.sessions.remove_token(&token);
+                None
+            }
+        }
+    }
+
+    fn flash(&self, who: &Who) -> Option<String> {
+        who.session
+            .as_deref()
+            .and_then(|s| self.sessions.take_flash(s))
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A request signed in, or the answer to give instead: the sign-in page for pages, 401 for
+/// the API and streams.
+enum Gate {
+    Page,
+    Api,
+}
+
+#[allow(clippy::result_large_err)] // an answer to send as it is, never propagated far
+fn signed_in(dash: &Dash, headers: &HeaderMap, gate: Gate, uri: &str) -> Result<Who, Response> {
+    dash.who(headers).ok_or_else(|| match gate {
+        Gate::Page => {
+            let next =
+                percent_encoding::utf8_percent_encode(uri, percent_encoding::NON_ALPHANUMERIC);
+            Redirect::to(&format!("/login?next={next}")).into_response()
+        }
+        Gate::Api => json_error(
+            StatusCode::UNAUTHORIZED,
+            "sign in: send Authorization: Bearer <token> or use the dashboard's sign-in page",
+        ),
+    })
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// A gRPC request carrying the user's token.
+fn grpc<T>(who: &Who, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = format!("Bearer {}", who.token).parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+fn http_status(s: &tonic::Status) -> StatusCode {
+    match s.code() {
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn page_error(who: Option<&Who>, s: &tonic::Status) -> Response {
+    let status = http_status(s);
+    (
+        status,
+        axum::response::Html(pages::error_page(
+            who.map(pages::Nav::of).as_ref(),
+            status,
+            s.message(),
+        )),
+    )
+        .into_response()
+}
+
+async fn not_found(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
+    let who = dash.who(&headers);
+    (
+        StatusCode::NOT_FOUND,
+        axum::response::Html(pages::error_page(
+            who.as_ref().map(pages::Nav::of).as_ref(),
+            StatusCode::NOT_FOUND,
+            "There is no such page.",
+        )),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// What the pages show, read through the control API.
+
+/// Everything the app page shows.
+#[derive(Debug, Clone)]
+pub struct AppView {
+    pub app: api::App,
+    pub status: api::AppStatus,
+    pub versions: Vec<api::Version>,
+    pub releases: Vec<api::Release>,
+    pub events: Vec<api::Event>,
+    pub config: Vec<api::ConfigValue>,
+    pub usage: AppUsage,
+}
+
+/// One row of the apps list.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub name: String,
+    pub status: api::AppStatus,
+    pub usage: AppUsage,
+}
+
+impl Dash {
+    async fn app_view(&self, who: &Who, app: &str) -> Result<AppView, tonic::Status> {
+        let c = &self.control;
+        let name = app.to_string();
+        let a = Apps::get_app(c, grpc(who, api::GetAppRequest { name: name.clone() }))
+            .await?
+            .into_inner();
+        let status = Deploys::status(c, grpc(who, api::StatusRequest { app: name.clone() }))
+            .await?
+            .into_inner();
+        let versions =
+            Deploys::list_versions(c, grpc(who, api::ListVersionsRequest { app: name.clone() }))
+                .await?
+                .into_inner()
+                .versions;
+        let releases = Deploys::list_releases(
+            c,
+            grpc(
+                who,
+                api::ListReleasesRequest {
+                    app: name.clone(),
+                    limit: 20,
+                },
+            ),
+        )
+        .await?
+        .into_inner()
+        .releases;
+        let events = Events::list_events(
+            c,
+            grpc(
+                who,
+                api::ListEventsRequest {
+                    app: name.clone(),
+                    before_seq: 0,
+                    limit: 20,
+                },
+            ),
+        )
+        .await?
+        .into_inner()
+        .events;
+        let config = ConfigApi::list_config(c, grpc(who, api::ListConfigRequest { app: name }))
+            .await?
+            .into_inner()
+            .values;
+        Ok(AppView {
+            usage: self.usage.app(app),
+            app: a,
+            status,
+            versions,
+            releases,
+            events,
+            config,
+        })
+    }
+
+    async fn app_rows(&self, who: &Who) -> Result<Vec<AppRow>, tonic::Status> {
+        let apps = Apps::list_apps(&self.control, grpc(who, api::ListAppsRequest {}))
+            .await?
+            .into_inner()
+            .apps;
+        let mut rows = Vec::with_capacity(apps.len());
+        for a in apps {
+            let status = Deploys::status(
+                &self.control,
+                grpc(
+                    who,
+                    api::StatusRequest {
+                        app: a.name.clone(),
+                    },
+                ),
+            )
+            .await?
+            .into_inner();
+            rows.push(AppRow {
+                usage: self.usage.app(&a.name),
+                name: a.name,
+                status,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sign-in.
+
+#[derive(Debug, Deserialize, Default)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Only local paths: never redirect to another site.
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next.to_string()
+    } else {
+        "/".into()
+    }
+}
+
+async fn login_form(Query(q): Query<NextQuery>) -> Response {
+    axum::response::Html(pages::login_page(None, &safe_next(&q.next))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn login(State(dash): State<Arc<Dash>>, Form(f): Form<LoginForm>) -> Response {
+    let token = f.token.trim();
+    let next = safe_next(&f.next);
+    match dash.control.caller_of_token(token) {
+        Ok(Caller::Service) | Err(_) => (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(pages::login_page(
+                Some("That token is not an operator token or an app's token. Check it and try again."),
+                &next,
+            )),
+        )
+            .into_response(),
+        Ok(caller) => {
+            let id = dash.sessions.create(token);
+            let next = match (&caller, next.as_str()) {
+                (Caller::App { app, .. }, "/") => format!("/apps/{app}"),
+                _ => next,
+            };
+            let mut cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            if dash.secure {
+                cookie.push_str("; Secure");
+            }
+            let mut resp = Redirect::to(&next).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(dash): State<Arc<Dash>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(id) = cookie(&headers, COOKIE) {
+        if let Some(s) = dash.sessions.get(&id) {
+            if sessions::csrf_ok(&s, &f.csrf) {
+                dash.sessions.remove(&id);
+            }
+        }
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("berth_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    resp
+}
+
+// ---------------------------------------------------------------------------------------
+// Pages.
+
+async fn home(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Page, "/") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Some(app) = who.own_app() {
+        return Redirect::to(&format!("/apps/{app}")).into_response();
+    }
+    match dash.app_rows(&who).await {
+        Ok(rows) => {
+            let flash = dash.flash(&who);
+            axum::response::Html(pages::apps_page(
+                &pages::Nav::of(&who),
+                &rows,
+                flash.as_deref(),
+            ))
+            .into_response()
+        }
+        Err(s) => page_error(Some(&who), &s),
+    }
+}
+
+async fn app_page(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Page, &format!("/apps/{app}")) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match dash.app_view(&who, &app).await {
+        Ok(view) => {
+            let flash = dash.flash(&who);
+            axum::response::Html(pages::app_page(
+                &pages::Nav::of(&who),
+                &view,
+                flash.as_deref(),
+            ))
+            .into_response()
+        }
+        Err(s) => page_error(Some(&who), &s),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct EventsQuery {
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    before: u64,
+}
+
+async fn events_page(
+    State(dash): State<Arc<Dash>>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Page, "/events") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let app = match who.own_app() {
+        Some(own) if q.app.is_empty() => own.to_string(),
+        _ => q.app.clone(),
+    };
+    let events = Events::list_events(
+        &dash.control,
+        grpc(
+            &who,
+            api::ListEventsRequest {
+                app: app.clone(),
+                before_seq: q.before,
+                limit: 50,
+            },
+        ),
+    )
+    .await;
+    match events {
+        Ok(r) => axum::response::Html(pages::events_page(
+            &pages::Nav::of(&who),
+            &app,
+            &r.into_inner().events,
+        ))
+        .into_response(),
+        Err(s) => page_error(Some(&who), &s),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Live parts: server-sent events of the page fragments that changed.
+
+type SseStream = Sse<std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>>>;
+
+/// Every `refresh_interval`, renders `fragments` and sends those that changed as `fragment`
+/// events (`{"id", "html"}`); `signed-out` and the end when the token stops working.
+fn live<F, Fut>(dash: Arc<Dash>, who: Who, fragments: F) -> SseStream
+where
+    F: Fn(Arc<Dash>, Who) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<(&'static str, String)>, tonic::Status>> + Send,
+{
+    let interval = dash
+        .cfg
+        .dashboard
+        .refresh_interval
+        .0
+        .max(Duration::from_millis(100));
+    let fragments = Arc::new(fragments);
+    let stream = futures_util::stream::unfold(
+        (HashMap::<&'static str, String>::new(), true, false),
+        move |(mut last, first, done)| {
+            let dash = dash.clone();
+            let who = who.clone();
+            let fragments = fragments.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if !first {
+                    tokio::time::sleep(interval).await;
+                }
+                // The token may have been revoked since the stream began.
+                if dash.control.caller_of_token(&who.token).is_err() {
+                    dash.sessions.remove_token(&who.token);
+                    let ev = SseEvent::default().event("signed-out").data("{}");
+                    return Some((vec![Ok(ev)], (last, false, true)));
+                }
+                let mut out = Vec::new();
+                match fragments(dash.clone(), who.clone()).await {
+                    Ok(frags) => {
+                        for (id, html) in frags {
+                            if last.get(id) != Some(&html) {
+                                let data = json!({ "id": id, "html": html }).to_string();
+                                out.push(Ok(SseEvent::default().event("fragment").data(data)));
+                                last.insert(id, html);
+                            }
+                        }
+                    }
+                    Err(s) => {
+                        let data = json!({ "error": s.message() }).to_string();
+                        out.push(Ok(SseEvent::default().event("problem").data(data)));
+                    }
+                }
+                Some((out, (last, false, false)))
+            }
+        },
+    )
+    .flat_map(futures_util::stream::iter);
+    Sse::new(Box::pin(stream) as std::pin::Pin<Box<dyn Stream<Item = _> + Send>>)
+        .keep_alive(KeepAlive::default())
+}
+
+async fn apps_live(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "/live") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    live(dash, who, |dash, who| async move {
+        let rows = dash.app_rows(&who).await?;
+        Ok(vec![("apps", pages::apps_table(&rows))])
+    })
+    .into_response()
+}
+
+async fn app_live(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    // Refused at once (not as an event) when the token may not see the app.
+    if let Err(s) = dash.app_view(&who, &app).await {
+        return json_error(http_status(&s), s.message());
+    }
+    live(dash, who, move |dash, who| {
+        let app = app.clone();
+        async move {
+            let view = dash.app_view(&who, &app).await?;
+            Ok(pages::app_fragments(&pages::Nav::of(&who), &view))
+        }
+    })
+    .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Promote and roll back: a confirmation page, then the change.
+
+#[derive(Debug, Deserialize, Default)]
+struct TargetQuery {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    release: String,
+}
+
+async fn promote_confirm(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TargetQuery>,
+) -> Response {
+    confirm(&dash, &app, &headers, pages::Change::Promote, q.target).await
+}
+
+async fn rollback_confirm(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TargetQuery>,
+) -> Response {
+    confirm(&dash, &app, &headers, pages::Change::Rollback, q.release).await
+}
+
+async fn confirm(
+    dash: &Dash,
+    app: &str,
+    headers: &HeaderMap,
+    change: pages::Change,
+    target: String,
+) -> Response {
+    let who = match signed_in(dash, headers, Gate::Page, &format!("/apps/{app}")) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match dash.app_view(&who, app).await {
+        Ok(view) => axum::response::Html(pages::confirm_page(
+            &pages::Nav::of(&who),
+            &view,
+            change,
+            &target,
+        ))
+        .into_response(),
+        Err(s) => page_error(Some(&who), &s),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn promote(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<ChangeForm>,
+) -> Response {
+    change(&dash, &app, &headers, pages::Change::Promote, f).await
+}
+
+async fn rollback(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<ChangeForm>,
+) -> Response {
+    change(&dash, &app, &headers, pages::Change::Rollback, f).await
+}
+
+/// Runs the change to its end, keeps its outcome as the next page's message and goes back
+/// to the app's page (a JSON answer for Bearer requests).
+async fn change(
+    dash: &Dash,
+    app: &str,
+    headers: &HeaderMap,
+    change: pages::Change,
+    f: ChangeForm,
+) -> Response {
+    let who = match signed_in(dash, headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Some(id) = &who.session {
+        let ok = dash
+            .sessions
+            .get(id)
+            .is_some_and(|s| sessions::csrf_ok(&s, &f.csrf));
+        if !ok {
+            return page_error(
+                Some(&who),
+                &tonic::Status::permission_denied(
+                    "This form has expired (or came from another site): go back, reload the page and try again.",
+                ),
+            );
+        }
+    }
+    let reason = if f.reason.trim().is_empty() {
+        "from the dashboard".to_string()
+    } else {
+        f.reason.trim().to_string()
+    };
+    let stream = match change {
+        pages::Change::Promote => Deploys::promote(
+            &dash.control,
+            grpc(
+                &who,
+                api::PromoteRequest {
+                    app: app.into(),
+                    target: f.target.clone(),
+                    allow_downgrade: false,
+                    reason,
+                },
+            ),
+        )
+        .await
+        .map(|r| r.into_inner()),
+        pages::Change::Rollback => Deploys::rollback(
+            &dash.control,
+            grpc(
+                &who,
+                api::RollbackRequest {
+                    app: app.into(),
+                    release: f.target.clone(),
+                    reason,
+                },
+            ),
+        )
+        .await
+        .map(|r| r.into_inner()),
+    };
+    let outcome = match stream {
+        Ok(mut s) => {
+            let mut last: Result<api::Progress, tonic::Status> = Err(tonic::Status::internal(
+                "the change ended without an answer",
+            ));
+            while let Some(p) = s.next().await {
+                match p {
+                    Ok(p) if p.done => {
+                        last = Ok(p);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        last = Err(e);
+                        break;
+                    }
+                }
+            }
+            last
+        }
+        Err(s) => Err(s),
+    };
+    let (ok, message) = match &outcome {
+        Ok(p) if p.error.is_empty() => (true, pages::change_done(change, &f.target, p)),
+        Ok(p) => (false, format!("{} failed: {}", change.verb(), p.error)),
+        Err(s) => (false, format!("{} failed: {}", change.verb(), s.message())),
+    };
+    match &who.session {
+        Some(id) => {
+            dash.sessions.set_flash(id, message);
+            Redirect::to(&format!("/apps/{app}")).into_response()
+        }
+        None => {
+            let status = match &outcome {
+                Err(s) => http_status(s),
+                Ok(_) if ok => StatusCode::OK,
+                Ok(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, axum::Json(json!({ "ok": ok, "message": message }))).into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs: the page (the last events, read from the collector) and the live tail, streamed
+// through from the collector's `/tail` with the user's own token.
+
+#[derive(Debug, Deserialize, Default)]
+struct LogQuery {
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    grep: String,
+    #[serde(default)]
+    cursor: Option<u64>,
+}
+
+impl LogQuery {
+    fn filters(&self) -> String {
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut q = String::new();
+        if !self.level.is_empty() {
+            q.push_str(&format!("&level={}", enc(&self.level)));
+        }
+        if !self.grep.is_empty() {
+            q.push_str(&format!("&grep={}", enc(&self.grep)));
+        }
+        q
+    }
+}
+
+/// What the log page shows at first.
+#[derive(Debug, Default)]
+pub struct LogPage {
+    pub events: Vec<serde_json::Value>,
+    pub last_seq: u64,
+    pub problem: Option<String>,
+}
+
+async fn logs_page(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Page, &format!("/apps/{app}/logs")) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(s) = Apps::get_app(
+        &dash.control,
+        grpc(&who, api::GetAppRequest { name: app.clone() }),
+    )
+    .await
+    {
+        return page_error(Some(&who), &s);
+    }
+    let url = format!("/v1/apps/{app}/events?order=desc&limit=100{}", q.filters());
+    let mut page = LogPage::default();
+    match client::get_text(
+        &dash.cfg.dashboard.logs_url,
+        &url,
+        Some(&who.token),
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(v) => {
+                page.last_seq = v["last_seq"].as_u64().unwrap_or(0);
+                let mut events = v["events"].as_array().cloned().unwrap_or_default();
+                events.reverse();
+                page.events = events;
+            }
+            Err(e) => page.problem = Some(format!("the log collector's answer is not JSON: {e}")),
+        },
+        Ok((status, body)) => {
+            page.problem = Some(format!(
+                "the log collector answered {status}: {}",
+                body.trim()
+            ))
+        }
+        Err(e) => page.problem = Some(format!("the log collector cannot be reached: {e}")),
+    }
+    axum::response::Html(pages::logs_page(
+        &pages::Nav::of(&who),
+        &app,
+        &q.level,
+        &q.grep,
+        &page,
+    ))
+    .into_response()
+}
+
+async fn logs_stream(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if let Err(s) = Apps::get_app(
+        &dash.control,
+        grpc(&who, api::GetAppRequest { name: app.clone() }),
+    )
+    .await
+    {
+        return json_error(http_status(&s), s.message());
+    }
+    // EventSource resumes with Last-Event-ID: the collector then sends what came after it.
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut url = format!(
+        "/v1/apps/{app}/tail?{}",
+        q.filters().trim_start_matches('&')
+    );
+    if let Some(c) = last_id.or(q.cursor) {
+        url.push_str(&format!("&cursor={c}"));
+    }
+    match client::get(
+        &dash.cfg.dashboard.logs_url,
+        &url,
+        Some(&who.token),
+        &[("accept", "text/event-stream")],
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(resp) => {
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("text/plain"));
+            let mut out = Response::new(Body::new(resp.into_body()));
+            *out.status_mut() = status;
+            out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            out.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            out
+        }
+        Err(e) => json_error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the log collector cannot be reached: {e}"),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The JSON API (what the pages show, for scripts and tests).
+
+async fn api_apps(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match dash.app_rows(&who).await {
+        Ok(rows) => axum::Json(json!({
+            "signed_in_as": who.label(),
+            "apps": rows.iter().map(pages::row_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(s) => json_error(http_status(&s), s.message()),
+    }
+}
+
+async fn api_app(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match dash.app_view(&who, &app).await {
+        Ok(view) => axum::Json(pages::view_json(&view)).into_response(),
+        Err(s) => json_error(http_status(&s), s.message()),
+    }
+}
+
+async fn api_events(
+    State(dash): State<Arc<Dash>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let who = match signed_in(&dash, &headers, Gate::Api, "") {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let r = Events::list_events(
+        &dash.control,
+        grpc(
+            &who,
+            api::ListEventsRequest {
+                app,
+                before_seq: q.before,
+                limit: 100,
+            },
+        ),
+    )
+    .await;
+    match r {
+        Ok(r) => axum::Json(json!({
+            "events": r.into_inner().events.iter().map(pages::event_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(s) => json_error(http_status(&s), s.message()),
+    }
+}
