@@ -107,6 +107,8 @@ def app(environ, start_response):
 def pick_ports(names: tuple[str, ...]) -> dict[str, int]:
     """Free ports below Linux's ephemeral range (32768+), so no outgoing connection takes one
     between now and the moment a server binds it."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"pick_ports: names repeat: {names}")
     ports: dict[str, int] = {}
     while len(ports) < len(names):
         port = 10000 + secrets.randbelow(10000)

@@ -1,6 +1,7 @@
 """Shared helpers of the operations-docs tests (tests/docs/test_systemd_units.py,
-test_config_reference.py, test_backup_restore.py, test_alerts.py, test_samples.py): where the
-binaries are, running them, starting each service on free ports and reading its metrics.
+test_config_reference.py, test_backup_restore.py, test_alerts.py, test_samples.py,
+test_shell_ops.py): where the binaries are, running them, starting each service on free ports
+and reading its metrics, the tests' MariaDB.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pymysql
 import pytest
 from support.procs import REPO_ROOT, ServerProcess
 
@@ -38,6 +40,24 @@ OPERATOR_HASH = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
 #: Apps of the tests here; names used nowhere else.
 APP = "opsdocs"
 APP_TOKEN = "opsdocs-token-8d2e71"
+
+
+#: The tests' MariaDB (as the other suites take it from the environment) and its admin account.
+MARIADB = os.environ.get("BERTH_TEST_MARIADB", "127.0.0.1:3306")
+MARIADB_USER = os.environ.get("BERTH_TEST_MARIADB_USER", "root")
+MARIADB_PASSWORD = os.environ.get("BERTH_TEST_MARIADB_PASSWORD", "")
+
+
+def mariadb() -> pymysql.connections.Connection:
+    """A connection to the tests' MariaDB as its admin account (autocommit)."""
+    host, _, port = MARIADB.partition(":")
+    return pymysql.connect(
+        host=host,
+        port=int(port or 3306),
+        user=MARIADB_USER,
+        password=MARIADB_PASSWORD,
+        autocommit=True,
+    )
 
 
 def bin_dir(config: pytest.Config) -> Path:

@@ -14,6 +14,7 @@ uses fixed ports (7100, 8080, 11211, ...): if something already listens on them 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,12 @@ def test_getting_started_word_for_word(tmp_path: Path) -> None:
             time.sleep(0.5)
         text = run_log.read_text(errors="replace")
         assert "the guestbook: http://guestbook.localhost:8080/" in text
+        # The dashboard the page sends readers to, signed in with the token it names.
+        token = (DATA / "berthd" / "operator-token").read_text().strip()
+        with urllib.request.urlopen(urllib.request.Request(
+                "http://127.0.0.1:7180/api/apps", headers={"Authorization": f"Bearer {token}"}),
+                timeout=10) as r:
+            assert "guestbook" in [a["name"] for a in json.load(r)["apps"]]
 
         marker = "@@ getting-started block {} done @@"
         script = "set -euo pipefail\n"

@@ -1,282 +1,49 @@
-"""The ```sh and ```console samples of the wire-protocol pages run, against real servers.
+"""The ```sh and ```console samples of the wire-protocol pages run, against real servers,
+and the rule over every page of docs/: no shell block escapes its test.
 
-Each page's shell blocks run in order in one bash session (so a block can use what an earlier
-one exported), from a fresh directory, against private servers this test starts on free
-ports. A page shows the addresses and tokens of a development setup (`127.0.0.1:8098`,
-`TOKEN=...`); `replacements` in each page's setup map them onto the private servers, and a
-replacement that no longer matches the page fails the test, so the page and the test cannot
-drift apart. Every command must exit 0, unless its setup says which other status it ends with
-(a command that follows a stream forever is cut off by a timeout the test adds).
-
-A page promises outputs in comments, which are checked:
-
-- a comment line that starts with `{`, `[` or `"` is a line of the output of the command
-  before it (`# {"ack":1}`);
-- a trailing comment `# "text"` (or `# "text", prose`) on a command is its whole output,
-  without the quotes;
-- `…` in a promised output stands for any text (a hash, a time).
-
-Other comments are prose. In a ```console block, `$ ` lines are commands and the lines after
-one, up to the next, its output. After a page has run, its effects are read back from the
-servers: a page whose commands silently do nothing fails.
-
-A block that cannot run here is listed in `NOT_RUN` with the reason; any other shell block of
-the pages in `PAGES` that is not run fails `test_every_shell_block_runs`.
+How a page runs and what it promises: tests/docs/shell_pages.py. Each page here runs against
+private servers this test starts on free ports; after a page has run, its effects are read back
+from the servers: a page whose commands silently do nothing fails.
 
     .venv/bin/python -m pytest tests/docs/test_shell_samples.py --bin-dir target/release
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import http.client
+import importlib
 import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 from berth import testing
 
-from .fences import fenced_blocks
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOCS = REPO_ROOT / "docs"
-
-SHELL_LANGS = {"sh", "bash", "shell", "console", "shell-session"}
-OUTPUT_COMMENT_RE = re.compile(r"^#\s([\[{\"].*)$")
-TRAILING_OUTPUT_RE = re.compile(r"\s#\s\"(.*)\"(?:,.*)?\s*$")
-
-# The wire-protocol pages whose shell samples this test runs (cache.md shows its protocol as
-# raw request lines, not shell commands: it has none, and must keep none or be added here).
-PAGES = ["protocols/blob.md", "protocols/cache.md", "protocols/query.md", "protocols/logs.md"]
-
-# (page, text that identifies the block) -> why it is not run.
-NOT_RUN = {
-    ("protocols/query.md", "sysbench oltp_point_select"): (
-        "a benchmark (8 threads for 5 s) on a shared test host, and sysbench is not installed; "
-        "tests/query/test_protocol.py drives the same binary protocol (COM_STMT_*)"
-    ),
-}
-
-
-# -- reading the pages ------------------------------------------------------------------------
-
-
-@dataclass
-class Block:
-    page: str  # relative to docs/
-    line: int  # the line of the opening fence, 1-based
-    lang: str
-    text: str
-
-
-def shell_blocks(page: str) -> list[Block]:
-    """Every fenced block of `page` whose language is a shell's."""
-    return [
-        Block(page, line, lang, body)
-        for line, lang, body in fenced_blocks(DOCS / page)
-        if lang in SHELL_LANGS
-    ]
-
-
-def not_run_reason(block: Block) -> str | None:
-    for (page, marker), reason in NOT_RUN.items():
-        if page == block.page and marker in block.text:
-            return reason
-    return None
-
-
-@dataclass
-class Command:
-    where: str  # page:line
-    text: str
-    expected: list[str] | None = None  # promised stdout lines
-    trailing: bool = False  # promised by a trailing comment
-
-
-def commands(block: Block, text: str) -> list[Command]:
-    """The commands of a block (its text after replacements) with their promised outputs."""
-    lines = text.splitlines()
-    found: list[Command] = []
-
-    def where(i: int) -> str:
-        return f"{block.page}:{block.line + 1 + i}"
-
-    if block.lang != "console" and block.lang != "shell-session":
-        i = 0
-        while i < len(lines):
-            start, cmd = i, lines[i]
-            while cmd.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                cmd += "\n" + lines[i]
-            i += 1
-            stripped = cmd.strip()
-            if not stripped:
-                continue
-            if stripped.startswith("#"):
-                m = OUTPUT_COMMENT_RE.match(stripped)
-                if m:
-                    assert found, f"{where(start)}: an output comment before any command"
-                    assert not found[-1].trailing, f"{where(start)}: a second promised output"
-                    found[-1].expected = [*(found[-1].expected or []), unquote(m.group(1))]
-                continue
-            command = Command(where(start), cmd)
-            m = TRAILING_OUTPUT_RE.search(cmd.splitlines()[-1])
-            if m:
-                command.expected, command.trailing = [m.group(1)], True
-            found.append(command)
-        return found
-    for i, line in enumerate(lines):
-        if line.startswith("$ "):
-            found.append(Command(where(i), line[2:], []))
-        elif found and found[-1].text.endswith("\\") and not found[-1].expected:
-            found[-1].text += "\n" + line  # a continued command
-        elif found:
-            found[-1].expected = [*(found[-1].expected or []), line]
-    return found
-
-
-def unquote(text: str) -> str:
-    """`"ell"` is the output `ell`; JSON objects and arrays are their own text."""
-    if text.startswith('"') and text.endswith('"'):
-        return text[1:-1]
-    return text
-
-
-def matches(expected: list[str], got: str) -> bool:
-    pattern = ".*?".join(re.escape(part) for part in "\n".join(expected).split("…"))
-    return re.fullmatch(pattern, got.rstrip("\n"), re.S) is not None
-
-
-# -- running a page ---------------------------------------------------------------------------
-
-PRELUDE = r"""
-set -u
-# Servers a page starts in the background stop with it.
-trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
-# wait_listen FILE KIND: wait for a server's `LISTEN KIND host:port` line; print the port.
-wait_listen() {
-    for _ in $(seq 400); do
-        line=$(grep -m1 "^LISTEN $2 " "$1" 2>/dev/null) && { echo "${line##*:}"; return 0; }
-        sleep 0.05
-    done
-    echo "no LISTEN $2 line in $1" >&2
-    return 1
-}
-"""
-
-
-@dataclass
-class Setup:
-    """The environment a page's commands run in, how they are adapted, what to check."""
-
-    env: dict[str, str]
-    cwd: Path
-    # (text on the page, replacement, only in blocks containing this or "" for all blocks)
-    replacements: list[tuple[str, str, str]] = field(default_factory=list)
-    # text of a command -> the exit status it must end with (0 for every other command)
-    statuses: dict[str, int] = field(default_factory=dict)
-    check: Callable[[Outputs], None] = lambda out: None
-
-
-@dataclass
-class Outputs:
-    commands: list[Command]
-    stdout: list[str]
-
-    def of(self, text: str) -> str:
-        """The stdout of the one command containing `text`."""
-        hits = [i for i, c in enumerate(self.commands) if text in c.text]
-        assert len(hits) == 1, f"{len(hits)} commands contain {text!r}"
-        return self.stdout[hits[0]]
-
-    def command(self, text: str) -> Command:
-        hits = [c for c in self.commands if text in c.text]
-        assert len(hits) == 1, f"{len(hits)} commands contain {text!r}"
-        return hits[0]
-
-
-def run_page(page: str, setup: Setup) -> Outputs:
-    blocks = [b for b in shell_blocks(page) if not_run_reason(b) is None]
-    assert blocks, f"{page} has no shell blocks to run any more: update {Path(__file__).name}"
-    used = [0] * len(setup.replacements)
-    cmds: list[Command] = []
-    for block in blocks:
-        text = block.text
-        for i, (old, new, only_in) in enumerate(setup.replacements):
-            if only_in and only_in not in text:
-                continue
-            used[i] += text.count(old)
-            text = text.replace(old, new)
-        cmds += commands(block, text)
-    stale = [r[0] for r, n in zip(setup.replacements, used, strict=True) if n == 0]
-    assert not stale, f"{page} no longer shows {stale}: update {Path(__file__).name}"
-    stale_statuses = [s for s in setup.statuses if not any(s in c.text for c in cmds)]
-    assert not stale_statuses, f"{page}: no command contains {stale_statuses}"
-
-    out_dir = setup.cwd / ".shell-samples"
-    out_dir.mkdir()
-    script = [PRELUDE]
-    for n, cmd in enumerate(cmds):
-        status = next((s for t, s in setup.statuses.items() if t in cmd.text), 0)
-        script.append(
-            f"{{\n{cmd.text}\n}} >{out_dir}/{n}.out 2>{out_dir}/{n}.err\n"
-            f"rc=$?; echo $rc >{out_dir}/{n}.rc; [ $rc = {status} ] || exit 1\n"
-        )
-    (out_dir / "page.sh").write_text("".join(script))
-    proc = subprocess.Popen(
-        ["bash", str(out_dir / "page.sh")],
-        cwd=setup.cwd,
-        env={**os.environ, **setup.env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: servers it started die with it
-    )
-    try:
-        shell_out = proc.communicate(timeout=240)[0].decode(errors="replace")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-    stdout: list[str] = []
-    for n, cmd in enumerate(cmds):
-        files = [out_dir / f"{n}.{ext}" for ext in ("rc", "out", "err")]
-        assert files[0].exists(), f"{cmd.where}: never ran\n{shell_out}"
-        rc, out, err = (f.read_text(errors="replace") for f in files)
-        report = (
-            f"{cmd.where}: {cmd.text}\nexit status {rc.strip()}\nstdout:\n{out}\nstderr:\n{err}"
-        )
-        want = next((s for t, s in setup.statuses.items() if t in cmd.text), 0)
-        assert int(rc) == want, f"expected exit status {want}\n{report}"
-        if cmd.expected is not None:
-            assert matches(cmd.expected, out), f"expected output {cmd.expected}\n{report}"
-        stdout.append(out)
-    outputs = Outputs(cmds, stdout)
-    setup.check(outputs)
-    return outputs
-
-
-def bin_dir(request: pytest.FixtureRequest) -> Path:
-    return Path(str(request.config.getoption("--bin-dir"))).resolve()
-
-
-def path_with(bins: Path) -> str:
-    return f"{bins}{os.pathsep}{os.environ.get('PATH', '')}"
-
+from .ops_support import mariadb
+from .shell_pages import (
+    ELSEWHERE,
+    NOT_RUN,
+    Block,
+    Outputs,
+    Setup,
+    bin_dir,
+    commands,
+    matches,
+    not_run_reason,
+    pages_with_shell_blocks,
+    path_with,
+    run_page,
+    shell_blocks,
+)
 
 # -- protocols/blob.md: a blob server with one app ------------------------------------------
 
@@ -356,10 +123,6 @@ def test_blob_page(blob_page: Setup) -> None:
 # -- protocols/query.md: the development proxy the page starts, a TLS one, provisioning ------
 
 BACKEND_SECRET = "shell-samples-" + "0" * 32
-
-
-def mariadb() -> pymysql.connections.Connection:  # type: ignore[type-arg]
-    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
 
 
 @pytest.fixture
@@ -542,24 +305,61 @@ def test_logs_page(logs_page: Setup) -> None:
 
 # -- the rule: nothing escapes ----------------------------------------------------------------
 
-RUNNERS = {
+RUNS: dict[str, Callable[..., None]] = {
     "protocols/blob.md": test_blob_page,
     "protocols/query.md": test_query_page,
     "protocols/logs.md": test_logs_page,
 }
 
+# The test modules that run the shell blocks of pages, each with its RUNS: page -> test.
+RUNNERS = [
+    "docs.test_shell_samples",
+    "docs.test_shell_ops",
+    "docs.test_shell_platform",
+    "docs.test_shell_benchmarks",
+]
 
-def test_every_shell_block_runs() -> None:
-    """Every shell block of the protocol pages is run by this test or listed in NOT_RUN."""
-    escaped = []
-    for page in PAGES:
-        for block in shell_blocks(page):
-            if not_run_reason(block) is None and page not in RUNNERS:
-                escaped.append(f"docs/{page}:{block.line}: a ```{block.lang} block no test runs")
+# Pages whose shell blocks a test of its own follows, in its own way (not through RUNS).
+FOLLOWED = {
+    # every ```sh block, in order: the run command, then the second terminal
+    "getting-started.md": "test_getting_started.test_getting_started_word_for_word",
+}
+
+
+def runs() -> dict[str, str]:
+    """page -> the test that runs its shell blocks."""
+    found: dict[str, str] = dict(FOLLOWED)
+    for name in RUNNERS:
+        for page, test in importlib.import_module(name).RUNS.items():
+            assert page not in found, f"{page} is run by {found[page]} and {name}.{test.__name__}"
+            found[page] = f"{name.removeprefix('docs.')}.{test.__name__}"
+    for page, test in FOLLOWED.items():
+        module, _, function = test.partition(".")
+        assert callable(getattr(importlib.import_module(f"docs.{module}"), function)), test
+    return found
+
+
+def test_every_shell_block_of_the_docs_runs() -> None:
+    """Every sh, bash, shell and console block of docs/ is run by a test or listed in NOT_RUN
+    with the reason it cannot run on a test machine."""
+    run_by = runs()
+    escaped = [
+        f"docs/{page}:{block.line}: a ```{block.lang} block no test runs"
+        for page in pages_with_shell_blocks()
+        for block in shell_blocks(page)
+        if not_run_reason(block) is None and page not in run_by
+    ]
     assert not escaped, "\n".join(escaped)
     for page, marker in NOT_RUN:
         hits = [b for b in shell_blocks(page) if marker in b.text]
         assert len(hits) == 1, f"NOT_RUN names {marker!r} in {page}: {len(hits)} blocks show it"
+    gone = [page for page in run_by if not shell_blocks(page)]
+    assert not gone, f"pages with no shell block left to run: {gone}"
+    for (page, marker), module in ELSEWHERE.items():
+        hits = [b for b in shell_blocks(page) if marker in b.text]
+        assert len(hits) == 1, f"ELSEWHERE names {marker!r} in {page}: {len(hits)} blocks show it"
+        parts = importlib.import_module(module).RUNS_PARTS
+        assert (page, marker) in parts, f"{module} does not run {page}'s {marker!r} block"
 
 
 def test_the_parser_finds_commands_and_outputs() -> None:
@@ -590,3 +390,19 @@ def test_the_parser_finds_commands_and_outputs() -> None:
     ]
     assert matches(['{"id":"sha256:…","size":3}'], '{"id":"sha256:ab","size":3}\n')
     assert not matches(['{"size":3}'], '{"size":4}')
+    # a console block inside a list item; `...` elides, a line of its own any lines
+    indented = commands(
+        Block("z.md", 1, "console", ""), "   $ berth x\n   a  ...\n   ...\n   end\n"
+    )
+    assert [(c.text, c.expected, c.console) for c in indented] == [
+        ("berth x", ["a  …", "…", "end"], True)
+    ]
+    assert matches(["a  …", "…", "end"], "a    b c\nmore\nlines\nend\n")
+    assert matches(["a  …", "…", "end"], "a b\nend")
+    assert not matches(["a  b"], "ab")
+    # a command of several lines: a subshell, a quoted argument
+    several = commands(block, "(umask 077\n echo a)\ncurl --data '\n {}'\n# \"x\"\n")
+    assert [(c.text, c.expected) for c in several] == [
+        ("(umask 077\n echo a)", None),
+        ("curl --data '\n {}'", ["x"]),
+    ]

@@ -182,7 +182,8 @@ def normalize(text: str, rust: bool = False) -> str:
 
 
 def page_blocks(kind: str = "text") -> list[str]:
-    """The ```text blocks of the page (or those of another kind: `console`)."""
+    """The ```text blocks of the page (or those of another kind: `output`, what Python or a
+    library prints, not our sources)."""
     text = PAGE.read_text()
     return re.findall(rf"^```{kind}\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
 
@@ -201,7 +202,7 @@ def _is_detail(line: str) -> bool:
 def documented(printed: str) -> bool:
     """Whether a message as printed matches consecutive lines of a block of the page."""
     said = normalize(printed)
-    for block in page_blocks() + page_blocks("console"):
+    for block in page_blocks() + page_blocks("output"):
         lines = block.splitlines()
         for k in range(len(lines)):
             for m in range(k + 1, len(lines) + 1):  # the lines k..m of the block

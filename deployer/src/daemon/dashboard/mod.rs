@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -251,8 +252,7 @@ fn routes(dash: Arc<Dash>) -> Router {
         .route("/apps/:app/live", get(app_live))
         .route("/apps/:app/logs", get(logs_page))
         .route("/apps/:app/logs/stream", get(logs_stream))
-        .route("/apps/:app/promote", get(promote_confirm).post(promote))
-        .route("/apps/:app/rollback", get(rollback_confirm).post(rollback))
+        .route("/apps/:app/:change", get(confirm).post(change))
         .route("/api/apps", get(api_apps))
         .route("/api/apps/:app", get(api_app))
         .route("/api/apps/:app/events", get(api_events))
@@ -394,6 +394,31 @@ fn signed_in(dash: &Dash, headers: &HeaderMap, gate: Gate, uri: &str) -> Result<
             "sign in: send Authorization: Bearer <token> or use the dashboard's sign-in page",
         ),
     })
+}
+
+/// The signed-in user of a page request; without one, the sign-in page (then back here).
+struct PageWho(Who);
+
+/// The signed-in user of an API or stream request; without one, `401`.
+struct ApiWho(Who);
+
+#[axum::async_trait]
+impl FromRequestParts<Arc<Dash>> for PageWho {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dash: &Arc<Dash>) -> Result<Self, Response> {
+        let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        signed_in(dash, &parts.headers, Gate::Page, uri).map(PageWho)
+    }
+}
+
+#[axum::async_trait]
+impl FromRequestParts<Arc<Dash>> for ApiWho {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dash: &Arc<Dash>) -> Result<Self, Response> {
+        signed_in(dash, &parts.headers, Gate::Api, "").map(ApiWho)
+    }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -643,11 +668,7 @@ async fn logout(
 // ---------------------------------------------------------------------------------------
 // Pages.
 
-async fn home(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Page, "/") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+async fn home(State(dash): State<Arc<Dash>>, PageWho(who): PageWho) -> Response {
     if let Some(app) = who.own_app() {
         return Redirect::to(&format!("/apps/{app}")).into_response();
     }
@@ -668,12 +689,8 @@ async fn home(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
 async fn app_page(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    PageWho(who): PageWho,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Page, &format!("/apps/{app}")) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     match dash.app_view(&who, &app).await {
         Ok(view) => {
             let flash = dash.flash(&who);
@@ -698,13 +715,9 @@ struct EventsQuery {
 
 async fn events_page(
     State(dash): State<Arc<Dash>>,
-    headers: HeaderMap,
+    PageWho(who): PageWho,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Page, "/events") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     let app = match who.own_app() {
         Some(own) if q.app.is_empty() => own.to_string(),
         _ => q.app.clone(),
@@ -795,11 +808,7 @@ where
         .keep_alive(KeepAlive::default())
 }
 
-async fn apps_live(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "/live") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+async fn apps_live(State(dash): State<Arc<Dash>>, ApiWho(who): ApiWho) -> Response {
     live(dash, who, |dash, who| async move {
         let rows = dash.app_rows(&who).await?;
         Ok(vec![("apps", pages::apps_table(&rows))])
@@ -810,12 +819,8 @@ async fn apps_live(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Respons
 async fn app_live(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    ApiWho(who): ApiWho,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     // Refused at once (not as an event) when the token may not see the app.
     if let Err(s) = dash.app_view(&who, &app).await {
         return json_error(http_status(&s), s.message());
@@ -841,36 +846,19 @@ struct TargetQuery {
     release: String,
 }
 
-async fn promote_confirm(
-    State(dash): State<Arc<Dash>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<TargetQuery>,
-) -> Response {
-    confirm(&dash, &app, &headers, pages::Change::Promote, q.target).await
-}
-
-async fn rollback_confirm(
-    State(dash): State<Arc<Dash>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    Query(q): Query<TargetQuery>,
-) -> Response {
-    confirm(&dash, &app, &headers, pages::Change::Rollback, q.release).await
-}
-
+/// `/apps/{app}/promote?target=VERSION` or `/apps/{app}/rollback?release=vN`: what would
+/// happen, with the form that does it.
 async fn confirm(
-    dash: &Dash,
-    app: &str,
-    headers: &HeaderMap,
-    change: pages::Change,
-    target: String,
+    State(dash): State<Arc<Dash>>,
+    Path((app, change)): Path<(String, pages::Change)>,
+    PageWho(who): PageWho,
+    Query(q): Query<TargetQuery>,
 ) -> Response {
-    let who = match signed_in(dash, headers, Gate::Page, &format!("/apps/{app}")) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let target = match change {
+        pages::Change::Promote => q.target,
+        pages::Change::Rollback => q.release,
     };
-    match dash.app_view(&who, app).await {
+    match dash.app_view(&who, &app).await {
         Ok(view) => axum::response::Html(pages::confirm_page(
             &pages::Nav::of(&who),
             &view,
@@ -892,37 +880,15 @@ struct ChangeForm {
     reason: String,
 }
 
-async fn promote(
-    State(dash): State<Arc<Dash>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<ChangeForm>,
-) -> Response {
-    change(&dash, &app, &headers, pages::Change::Promote, f).await
-}
-
-async fn rollback(
-    State(dash): State<Arc<Dash>>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<ChangeForm>,
-) -> Response {
-    change(&dash, &app, &headers, pages::Change::Rollback, f).await
-}
-
 /// Runs the change to its end, keeps its outcome as the next page's message and goes back
 /// to the app's page (a JSON answer for Bearer requests).
 async fn change(
-    dash: &Dash,
-    app: &str,
-    headers: &HeaderMap,
-    change: pages::Change,
-    f: ChangeForm,
+    State(dash): State<Arc<Dash>>,
+    Path((app, change)): Path<(String, pages::Change)>,
+    ApiWho(who): ApiWho,
+    Form(f): Form<ChangeForm>,
 ) -> Response {
-    let who = match signed_in(dash, headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let app = app.as_str();
     if let Some(id) = &who.session {
         let ok = dash
             .sessions
@@ -1055,13 +1021,9 @@ pub struct LogPage {
 async fn logs_page(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    PageWho(who): PageWho,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Page, &format!("/apps/{app}/logs")) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     if let Err(s) = Apps::get_app(
         &dash.control,
         grpc(&who, api::GetAppRequest { name: app.clone() }),
@@ -1110,13 +1072,10 @@ async fn logs_page(
 async fn logs_stream(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
+    ApiWho(who): ApiWho,
     headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     if let Err(s) = Apps::get_app(
         &dash.control,
         grpc(&who, api::GetAppRequest { name: app.clone() }),
@@ -1170,11 +1129,7 @@ async fn logs_stream(
 // ---------------------------------------------------------------------------------------
 // The JSON API (what the pages show, for scripts and tests).
 
-async fn api_apps(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+async fn api_apps(State(dash): State<Arc<Dash>>, ApiWho(who): ApiWho) -> Response {
     match dash.app_rows(&who).await {
         Ok(rows) => axum::Json(json!({
             "signed_in_as": who.label(),
@@ -1188,12 +1143,8 @@ async fn api_apps(State(dash): State<Arc<Dash>>, headers: HeaderMap) -> Response
 async fn api_app(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    ApiWho(who): ApiWho,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     match dash.app_view(&who, &app).await {
         Ok(view) => axum::Json(pages::view_json(&view)).into_response(),
         Err(s) => json_error(http_status(&s), s.message()),
@@ -1203,13 +1154,9 @@ async fn api_app(
 async fn api_events(
     State(dash): State<Arc<Dash>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    ApiWho(who): ApiWho,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let who = match signed_in(&dash, &headers, Gate::Api, "") {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
     let r = Events::list_events(
         &dash.control,
         grpc(

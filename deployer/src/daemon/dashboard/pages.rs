@@ -741,8 +741,9 @@ fn config_html(view: &AppView) -> String {
 // ---------------------------------------------------------------------------------------
 // Promote and roll back.
 
-/// A change asked for from the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A change asked for from the dashboard (the last part of its path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Change {
     Promote,
     Rollback,
