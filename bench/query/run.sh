@@ -3,7 +3,10 @@
 # default server-side prepared statements) directly against MariaDB and through query-proxy,
 # in alternating rounds, plus the proxy's CPU time per query (from /proc/<pid>/stat).
 #
-#   bench/query/run.sh [--rounds N] [--time SECONDS] [--threads N] [--table-size N] [--proxy-threads N]
+#   bench/query/run.sh [--rounds N] [--time SECONDS] [--threads N] [--table-size N] [--proxy-threads N] [--bin PATH]
+#
+# --proxy-threads is the proxy's `threads` setting (default 0: the proxy's own default).
+# --bin PATH runs that query-proxy binary instead of building the working tree (to compare two).
 #
 # Needs: sysbench (apt-get install sysbench), MariaDB on $BENCH_MARIADB (default
 # 127.0.0.1:3306) with root logging in over TCP without a password (or set
@@ -15,7 +18,8 @@ TIME=10
 THREADS=8
 TABLE_SIZE=100000
 TABLES=4
-PROXY_THREADS=2
+PROXY_THREADS=0
+BIN=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -23,7 +27,8 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2; shift 2 ;;
         --table-size) TABLE_SIZE=$2; shift 2 ;;
         --proxy-threads) PROXY_THREADS=$2; shift 2 ;;
-        -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+        --bin) BIN=$2; shift 2 ;;
+        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -34,9 +39,11 @@ DB_HOST=${MARIADB%:*}
 DB_PORT=${MARIADB#*:}
 command -v sysbench >/dev/null || { echo "sysbench is missing: apt-get install sysbench" >&2; exit 2; }
 
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release -p query-proxy >&2)
-BIN=$TARGET/release/query-proxy
+if [ -z "$BIN" ]; then
+    TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+    (cd "$ROOT" && cargo build --release -p query-proxy >&2)
+    BIN=$TARGET/release/query-proxy
+fi
 
 WORK=$(mktemp -d)
 APP=bench$(od -An -N2 -tx2 /dev/urandom | tr -d ' ')
@@ -119,4 +126,4 @@ for workload in oltp_point_select oltp_read_only; do
     echo "  rounds (qps p99 queries): direct [$(tr '\n' ';' < "$WORK/direct")] proxy [$(tr '\n' ';' < "$WORK/proxy")]" >&2
 done
 echo
-echo "sysbench: --threads=$THREADS --time=$TIME --tables=$TABLES --table-size=$TABLE_SIZE, $ROUNDS alternating rounds, medians; proxy CPU = utime+stime of the proxy process / queries"
+echo "sysbench: --threads=$THREADS --time=$TIME --tables=$TABLES --table-size=$TABLE_SIZE, $ROUNDS alternating rounds, medians; proxy threads=$PROXY_THREADS (0: its default); proxy CPU = utime+stime of the proxy process / queries"

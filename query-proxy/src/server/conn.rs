@@ -3,6 +3,8 @@
 //! raw bytes, watched by [`Tracker`] only to know where each ends.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use berth_common::tenants::{Tenant, TokenHash};
 use rand::rngs::OsRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors::Refuse;
@@ -28,7 +31,8 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::response::{Expect, Tracker};
 use crate::protocol::{
-    caps, decode_packet, encode_packet, reply, status, Decode, Packet, ProtocolError,
+    caps, decode_packet, encode_packet, frame_header, reply, status, Decode, Packet, ProtocolError,
+    MAX_FRAME,
 };
 
 /// Largest packet accepted before login.
@@ -59,26 +63,83 @@ struct Client {
     buf: Vec<u8>,
     /// Length of the last packet's raw bytes at the front of `buf`.
     raw_len: usize,
+    /// The last command's payload when it spanned several physical packets; otherwise it is
+    /// read in place, at `buf[4..raw_len]`.
+    joined: Option<Vec<u8>>,
 }
 
 impl Client {
-    /// The next packet, or `None` when the client closed cleanly between packets.
-    async fn read_packet(&mut self, limit: usize) -> Result<Option<Packet>, ConnError> {
+    /// Drops the last packet's bytes from the front of `buf`.
+    fn consume(&mut self) {
         self.buf.drain(..self.raw_len);
         self.raw_len = 0;
+        self.joined = None;
+    }
+
+    /// Reads more bytes into `buf`; `None` when the client closed cleanly between packets.
+    async fn fill(&mut self) -> Result<Option<()>, ConnError> {
+        self.buf.reserve(16 << 10);
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            return if self.buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ConnError::Truncated)
+            };
+        }
+        Ok(Some(()))
+    }
+
+    /// The next packet, or `None` when the client closed cleanly between packets.
+    async fn read_packet(&mut self, limit: usize) -> Result<Option<Packet>, ConnError> {
+        self.consume();
         loop {
             if let Decode::Done(p, n) = decode_packet(&self.buf, limit)? {
                 self.raw_len = n;
                 return Ok(Some(p));
             }
-            self.buf.reserve(16 << 10);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ConnError::Truncated)
-                };
+            if self.fill().await?.is_none() {
+                return Ok(None);
             }
+        }
+    }
+
+    /// The next command packet, left in `buf` (its payload is [`Client::payload`]): its last
+    /// sequence id, or `None` when the client closed cleanly between packets. Unlike
+    /// [`Client::read_packet`], a command in one physical packet (nearly all of them) is not
+    /// copied out of the buffer.
+    async fn read_command(&mut self, limit: usize) -> Result<Option<u8>, ConnError> {
+        self.consume();
+        loop {
+            if let Some((len, seq)) = frame_header(&self.buf) {
+                if len < MAX_FRAME {
+                    if len > limit {
+                        return Err(ProtocolError::TooLarge {
+                            declared: len,
+                            limit,
+                        }
+                        .into());
+                    }
+                    if self.buf.len() >= 4 + len {
+                        self.raw_len = 4 + len;
+                        return Ok(Some(seq));
+                    }
+                } else if let Decode::Done(p, n) = decode_packet(&self.buf, limit)? {
+                    self.raw_len = n;
+                    self.joined = Some(p.payload);
+                    return Ok(Some(p.last_seq));
+                }
+            }
+            if self.fill().await?.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The payload of the command [`Client::read_command`] read.
+    fn payload(&self) -> &[u8] {
+        match &self.joined {
+            Some(p) => p,
+            None => &self.buf[4.min(self.raw_len)..self.raw_len],
         }
     }
 
@@ -101,6 +162,7 @@ impl Client {
         let early = self.buf.split_off(self.raw_len);
         self.buf.clear();
         self.raw_len = 0;
+        self.joined = None;
         let tcp = Prefixed::new(early, tcp);
         let tls = acceptor.accept(tcp).await?;
         self.stream = Stream::Tls(Box::new(tls));
@@ -123,6 +185,7 @@ pub async fn handle(
         stream: Stream::Plain(stream),
         buf: Vec::with_capacity(16 << 10),
         raw_len: 0,
+        joined: None,
     };
     let login = tokio::time::timeout(shared.cfg.login_timeout.0, login(&mut client, &shared));
     let session = match login.await {
@@ -169,6 +232,44 @@ struct Session {
     _slot: AppSlot,
     /// Prepared statement ids and whether each writes.
     stmts: HashMap<u32, bool>,
+    /// Watches `statement_timeout` while a response is awaited.
+    timer: DeadlineTimer,
+}
+
+/// One timer for all of a session's statement deadlines. Rather than registering a timer with
+/// the runtime for every statement and removing it when the answer comes (nearly always long
+/// before), the timer is armed once and moved only when it fires: it may go off before the
+/// deadline it now guards (it was set for an earlier statement, whose deadline came sooner),
+/// and is then moved on to that deadline. Deadlines only grow within a session, except after
+/// a kill, when the timer is pulled in.
+#[derive(Default)]
+struct DeadlineTimer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineTimer {
+    /// Awaits `read` until `deadline`: its output, or `None` when the deadline passed first.
+    async fn read_until<F: Future>(&mut self, deadline: Instant, read: F) -> Option<F::Output> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut read => return Some(out),
+                () = sleep.as_mut() => {
+                    if sleep.deadline() >= deadline {
+                        return None;
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
 }
 
 /// The connection phase: greeting, HandshakeResponse41, authentication, backend login.
@@ -380,6 +481,7 @@ async fn open_session(
         backend,
         _slot: slot,
         stmts: HashMap::new(),
+        timer: DeadlineTimer::default(),
     })
 }
 
@@ -445,6 +547,30 @@ fn writes(kind: Kind) -> bool {
     )
 }
 
+/// Why a session stops waiting for its client's next command.
+enum Interruption {
+    Shutdown,
+    /// The tenants changed: the session checks its app and token, then waits again with these.
+    TenantsChanged(ShutdownSignal, watch::Receiver<u64>),
+}
+
+async fn interruption(
+    mut shutdown: ShutdownSignal,
+    mut tenants: watch::Receiver<u64>,
+) -> Interruption {
+    tokio::select! {
+        _ = shutdown.recv() => Interruption::Shutdown,
+        changed = tenants.changed() => match changed {
+            Ok(()) => Interruption::TenantsChanged(shutdown, tenants),
+            // The tenants can no longer change.
+            Err(_) => {
+                shutdown.recv().await;
+                Interruption::Shutdown
+            }
+        },
+    }
+}
+
 /// What to do with one command.
 enum Step {
     Forward(Expect),
@@ -456,24 +582,30 @@ impl Session {
     async fn serve(
         &mut self,
         client: &mut Client,
-        mut shutdown: ShutdownSignal,
+        shutdown: ShutdownSignal,
     ) -> Result<(), ConnError> {
-        let mut tenants = self.shared.tenants.subscribe();
         let limit = self.shared.cfg.max_packet.0 as usize;
+        // Armed once and kept across commands (not re-registered with the channels for each).
+        let interrupt = interruption(shutdown, self.shared.tenants.subscribe());
+        tokio::pin!(interrupt);
         loop {
-            let packet = tokio::select! {
-                p = client.read_packet(limit) => p,
-                _ = shutdown.recv() => return Ok(()),
-                _ = tenants.changed() => {
-                    if self.revoked() {
-                        tracing::info!(app = %self.tenant.name, "token revoked or app removed; closing the session");
-                        return Ok(());
+            let last_seq = tokio::select! {
+                biased;
+                i = &mut interrupt => match i {
+                    Interruption::Shutdown => return Ok(()),
+                    Interruption::TenantsChanged(shutdown, tenants) => {
+                        if self.revoked() {
+                            tracing::info!(app = %self.tenant.name, "token revoked or app removed; closing the session");
+                            return Ok(());
+                        }
+                        interrupt.set(interruption(shutdown, tenants));
+                        continue;
                     }
-                    continue;
-                }
+                },
+                p = client.read_command(limit) => p,
             };
-            let packet = match packet {
-                Ok(Some(p)) => p,
+            let last_seq = match last_seq {
+                Ok(Some(s)) => s,
                 Ok(None) => return Ok(()),
                 Err(ConnError::Protocol(ProtocolError::TooLarge { .. })) => {
                     client.refuse(0, &Refuse::PacketTooLarge).await?;
@@ -485,8 +617,8 @@ impl Session {
                 .counters
                 .commands
                 .fetch_add(1, Ordering::Relaxed);
-            let reply_seq = packet.last_seq.wrapping_add(1);
-            let command = match Command::decode(&packet.payload, self.caps) {
+            let reply_seq = last_seq.wrapping_add(1);
+            let command = match Command::decode(client.payload(), self.caps) {
                 Ok(c) => c,
                 Err(_) => {
                     client.refuse(reply_seq, &Refuse::Malformed).await?;
@@ -512,7 +644,7 @@ impl Session {
                         .refusals
                         .fetch_add(1, Ordering::Relaxed);
                     if let Refuse::Policy { rule, message, .. } = &r {
-                        tracing::warn!(app = %self.tenant.name, rule, %message, sql = %snippet(&packet.payload[1..]), "statement refused");
+                        tracing::warn!(app = %self.tenant.name, rule, %message, sql = %snippet(client.payload().get(1..).unwrap_or_default()), "statement refused");
                     } else {
                         tracing::warn!(app = %self.tenant.name, refusal = ?r, "command refused");
                     }
@@ -690,10 +822,10 @@ impl Session {
             let read = self.backend.stream.read_buf(&mut self.backend.buf);
             let n = match deadline {
                 None => read.await.map_err(BackendError::Io)?,
-                Some(d) => match tokio::time::timeout_at(d, read).await {
-                    Ok(r) => r.map_err(BackendError::Io)?,
-                    Err(_) if killed => return Err(BackendError::Timeout(AFTER_KILL).into()),
-                    Err(_) => {
+                Some(d) => match self.timer.read_until(d, read).await {
+                    Some(r) => r.map_err(BackendError::Io)?,
+                    None if killed => return Err(BackendError::Timeout(AFTER_KILL).into()),
+                    None => {
                         tracing::warn!(app = %self.tenant.name, "statement past statement_timeout; killing it");
                         kill_query(&self.shared, self.backend.connection_id).await;
                         killed = true;

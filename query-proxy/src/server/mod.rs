@@ -7,6 +7,7 @@ mod conn;
 mod errors;
 mod limits;
 mod tls;
+mod workers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -176,13 +177,24 @@ pub async fn run(bound: Bound, shared: Arc<Shared>, shutdown: Shutdown) -> anyho
         drain_timeout: shared.cfg.drain_timeout.0,
         reject_message: None,
     };
+    let workers = Arc::new(
+        workers::Workers::start(shared.cfg.worker_threads())
+            .context("starting the worker threads")?,
+    );
     let s = shared.clone();
     listener::serve(
         bound.mysql,
         opts,
         shared.conn_counters.clone(),
         shutdown.signal(),
-        move |stream, peer, sd| conn::handle(stream, peer, s.clone(), sd),
+        move |stream, peer, sd| {
+            let (s, workers) = (s.clone(), workers.clone());
+            async move {
+                workers
+                    .run(stream, move |stream| conn::handle(stream, peer, s, sd))
+                    .await;
+            }
+        },
     )
     .await;
     ready.store(false, Ordering::Relaxed);
