@@ -681,7 +681,10 @@ def test_berthd_page(host: Host) -> None:
                 }[server],
             ), out.of(server)
         assert is_token_hash(out.of("router-control-token   #")), out
-        assert (host.root / "var/lib/berth/cache-registry.toml").exists()
+        # Not checked: the cache server's --registry-state file. The server is stopped right
+        # after its LISTEN lines, which may come before its first registry state arrives
+        # (a race that failed one CI run), so whether it was written yet is not the page's
+        # promise.
 
     page = "ops/berthd.md"
     setup = host.setup(
