@@ -9,6 +9,11 @@ use blob_server::config::Cli;
 use blob_server::server::{self, Bound};
 use clap::Parser;
 
+// mimalloc: every request allocates its headers, body frames and metadata rows; glibc's malloc
+// and free were ~8% of the server's CPU on small GETs and PUTs (perf, 2026-11-26).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (print, check) = (cli.print_config, cli.check_config);

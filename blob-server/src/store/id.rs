@@ -17,6 +17,13 @@ impl ContentId {
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The id of content whose SHA-256 `digest` was just computed.
+    pub(crate) fn from_digest(digest: ring::digest::Digest) -> Self {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest.as_ref());
+        ContentId(id)
+    }
 }
 
 impl fmt::Display for ContentId {

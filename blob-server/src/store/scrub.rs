@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 use crate::store::meta::{self, ContentMeta};
 use crate::store::{meta_err, ContentId, Error, Result, Store};
@@ -102,11 +102,11 @@ impl Store {
             }
             r => r?,
         };
-        let mut hasher = Sha256::new();
+        let mut hasher = Context::new(&SHA256);
         while let Some(chunk) = reader.next_chunk()? {
             hasher.update(&chunk);
         }
-        if hasher.finalize().as_slice() != id.0 {
+        if hasher.finish().as_ref() != id.0 {
             return Err(Error::Corrupt("content digest differs from its id".into()));
         }
         Ok(())

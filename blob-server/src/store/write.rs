@@ -1,4 +1,5 @@
-//! Streaming writes: bytes are hashed (SHA-256, SHA-NI accelerated by `sha2`) and charged to
+//! Streaming writes: bytes are hashed (SHA-256 by `ring`'s assembly: SHA-NI where the CPU has it,
+//! AVX2 otherwise, three times `sha2`'s portable code on CPUs without SHA-NI) and charged to
 //! the app's quota as they arrive. Small objects are buffered (at most `small_max` bytes) and
 //! appended to a volume at the end; past that the writer spills to a chunked temp file, so
 //! memory stays bounded by one chunk whatever the object's size. With a bucket as the
@@ -7,7 +8,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 use crate::store::chunked::ChunkWriter;
 use crate::store::commit::{Op, Reply, ReplyTo, Request, Staged, Target};
@@ -73,7 +74,7 @@ enum Body {
 pub struct BlobWriter {
     inner: Arc<Inner>,
     app: String,
-    hasher: Sha256,
+    hasher: Context,
     size: u64,
     reservation: Reservation,
     body: Body,
@@ -88,7 +89,7 @@ impl BlobWriter {
             limit,
             inner,
             app: app.to_string(),
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             size: 0,
             reservation,
             body: Body::Small(Vec::new()),
@@ -102,7 +103,7 @@ impl BlobWriter {
 
     /// The id of the bytes written so far (what committing now would store).
     pub fn content_id(&self) -> ContentId {
-        ContentId(self.hasher.clone().finalize().into())
+        ContentId::from_digest(self.hasher.clone().finish())
     }
 
     /// Bytes written so far.
