@@ -3,9 +3,12 @@
 # default server-side prepared statements) directly against MariaDB and through query-proxy,
 # in alternating rounds, plus the proxy's CPU time per query (from /proc/<pid>/stat).
 #
-#   bench/query/run.sh [--rounds N] [--time SECONDS] [--threads N] [--table-size N] [--proxy-threads N] [--bin PATH]
+#   bench/query/run.sh [--rounds N] [--time SECONDS] [--threads N] [--table-size N] [--proxy-threads N]
+#                      [--backend-socket PATH] [--bin PATH]
 #
 # --proxy-threads is the proxy's `threads` setting (default 0: the proxy's own default).
+# --backend-socket PATH: the proxy reaches MariaDB over its Unix socket (sysbench's direct runs
+#   stay on TCP, as apps reach the proxy over TCP).
 # --bin PATH runs that query-proxy binary instead of building the working tree (to compare two).
 #
 # Needs: sysbench (apt-get install sysbench), MariaDB on $BENCH_MARIADB (default
@@ -19,6 +22,7 @@ THREADS=8
 TABLE_SIZE=100000
 TABLES=4
 PROXY_THREADS=0
+BACKEND_SOCKET=
 BIN=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -27,8 +31,9 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2; shift 2 ;;
         --table-size) TABLE_SIZE=$2; shift 2 ;;
         --proxy-threads) PROXY_THREADS=$2; shift 2 ;;
+        --backend-socket) BACKEND_SOCKET=$2; shift 2 ;;
         --bin) BIN=$2; shift 2 ;;
-        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,16p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -60,7 +65,7 @@ max_connections = 64
 statement_timeout = "60s"
 TOML
 cat > "$WORK/proxy.toml" <<TOML
-backend = "$MARIADB"
+backend = "${BACKEND_SOCKET:-$MARIADB}"
 threads = ${PROXY_THREADS}
 TOML
 DB=app_$APP
@@ -126,4 +131,4 @@ for workload in oltp_point_select oltp_read_only; do
     echo "  rounds (qps p99 queries): direct [$(tr '\n' ';' < "$WORK/direct")] proxy [$(tr '\n' ';' < "$WORK/proxy")]" >&2
 done
 echo
-echo "sysbench: --threads=$THREADS --time=$TIME --tables=$TABLES --table-size=$TABLE_SIZE, $ROUNDS alternating rounds, medians; proxy threads=$PROXY_THREADS (0: its default); proxy CPU = utime+stime of the proxy process / queries"
+echo "sysbench: --threads=$THREADS --time=$TIME --tables=$TABLES --table-size=$TABLE_SIZE, $ROUNDS alternating rounds, medians; proxy threads=$PROXY_THREADS (0: its default); proxy to MariaDB over ${BACKEND_SOCKET:-TCP $MARIADB}; proxy CPU = utime+stime of the proxy process / queries"

@@ -23,7 +23,8 @@ pub struct Config {
     pub listen: String,
     /// Admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: String,
-    /// The MariaDB/MySQL backend, `host:port`.
+    /// The MariaDB/MySQL backend: `host:port`, or the path of its Unix socket (for example
+    /// `/run/mysqld/mysqld.sock`; cheaper per query than loopback TCP on the same host).
     pub backend: String,
     /// Backend account that provisions databases, kills runaway queries and measures
     /// database sizes.
@@ -144,7 +145,7 @@ pub struct Cli {
     /// Admin HTTP address (default 127.0.0.1:9233).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
-    /// Backend `host:port` (default 127.0.0.1:3306).
+    /// Backend `host:port` or Unix socket path (default 127.0.0.1:3306).
     #[arg(long, value_name = "ADDR", global = true)]
     pub backend: Option<String>,
     /// Tenants file (TOML); reloaded on SIGHUP.
@@ -268,6 +269,25 @@ impl Config {
                 "require_tls needs tls_cert and tls_key".into(),
             ));
         }
+        if let Some(path) = crate::backend::socket_path(&self.backend) {
+            if !path.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "backend: {:?} is neither host:port nor an absolute socket path",
+                    self.backend
+                )));
+            }
+            // The backend sees socket logins as coming from `localhost`.
+            if !self.backend_account_hosts.iter().any(|h| h == "localhost") {
+                return Err(ConfigError::Invalid(
+                    "a socket backend needs \"localhost\" in backend_account_hosts".into(),
+                ));
+            }
+        } else if !self.backend.contains(':') {
+            return Err(ConfigError::Invalid(format!(
+                "backend: {:?} is neither host:port nor an absolute socket path",
+                self.backend
+            )));
+        }
         if self.backend_account_hosts.is_empty() {
             return Err(ConfigError::Invalid(
                 "backend_account_hosts must name at least one host".into(),
@@ -361,4 +381,47 @@ fn create_secret_file(path: &Path) -> Result<(), ConfigError> {
         .open(path)
         .map_err(fail)?;
     writeln!(f, "{}", berth_common::tenants::generate_token()).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    fn with_backend(backend: &str, hosts: &[&str]) -> Config {
+        Config {
+            backend: backend.into(),
+            backend_account_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn backend_is_host_port_or_an_absolute_socket_path() {
+        for ok in ["127.0.0.1:3306", "db.internal:3307", "[::1]:3306"] {
+            assert!(with_backend(ok, &["%"]).validate().is_ok(), "{ok}");
+        }
+        for ok in ["/run/mysqld/mysqld.sock", "unix:/run/mysqld/mysqld.sock"] {
+            assert!(
+                with_backend(ok, &["%", "localhost"]).validate().is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["localhost", "unix:relative.sock", "unix:", ""] {
+            let err = with_backend(bad, &["%", "localhost"])
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("neither host:port"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_socket_backend_needs_localhost_accounts() {
+        let err = with_backend("/run/mysqld/mysqld.sock", &["%"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("localhost"), "{err}");
+    }
 }
