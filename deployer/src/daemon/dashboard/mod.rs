@@ -838,12 +838,25 @@ async fn app_live(
 // ---------------------------------------------------------------------------------------
 // Promote and roll back: a confirmation page, then the change.
 
+/// A change's query string (`?target=VERSION` to promote, `?release=vN` to roll back) and the
+/// confirmation form that runs it (`csrf`, `target` for either change, `reason`).
 #[derive(Debug, Deserialize, Default)]
-struct TargetQuery {
-    #[serde(default)]
+#[serde(default)]
+struct ChangeForm {
+    csrf: String,
     target: String,
-    #[serde(default)]
     release: String,
+    reason: String,
+}
+
+impl ChangeForm {
+    /// What `change` applies to: the version to promote or the release to roll back to.
+    fn target(&self, change: pages::Change) -> &str {
+        match change {
+            pages::Change::Rollback if !self.release.is_empty() => &self.release,
+            _ => &self.target,
+        }
+    }
 }
 
 /// `/apps/{app}/promote?target=VERSION` or `/apps/{app}/rollback?release=vN`: what would
@@ -852,32 +865,19 @@ async fn confirm(
     State(dash): State<Arc<Dash>>,
     Path((app, change)): Path<(String, pages::Change)>,
     PageWho(who): PageWho,
-    Query(q): Query<TargetQuery>,
+    Query(q): Query<ChangeForm>,
 ) -> Response {
-    let target = match change {
-        pages::Change::Promote => q.target,
-        pages::Change::Rollback => q.release,
-    };
+    let target = q.target(change);
     match dash.app_view(&who, &app).await {
         Ok(view) => axum::response::Html(pages::confirm_page(
             &pages::Nav::of(&who),
             &view,
             change,
-            &target,
+            target,
         ))
         .into_response(),
         Err(s) => page_error(Some(&who), &s),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangeForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    target: String,
-    #[serde(default)]
-    reason: String,
 }
 
 /// Runs the change to its end, keeps its outcome as the next page's message and goes back
@@ -915,7 +915,7 @@ async fn change(
                 &who,
                 api::PromoteRequest {
                     app: app.into(),
-                    target: f.target.clone(),
+                    target: f.target(change).to_string(),
                     allow_downgrade: false,
                     reason,
                 },
@@ -929,7 +929,7 @@ async fn change(
                 &who,
                 api::RollbackRequest {
                     app: app.into(),
-                    release: f.target.clone(),
+                    release: f.target(change).to_string(),
                     reason,
                 },
             ),
@@ -960,7 +960,7 @@ async fn change(
         Err(s) => Err(s),
     };
     let (ok, message) = match &outcome {
-        Ok(p) if p.error.is_empty() => (true, pages::change_done(change, &f.target, p)),
+        Ok(p) if p.error.is_empty() => (true, pages::change_done(change, f.target(change), p)),
         Ok(p) => (false, format!("{} failed: {}", change.verb(), p.error)),
         Err(s) => (false, format!("{} failed: {}", change.verb(), s.message())),
     };

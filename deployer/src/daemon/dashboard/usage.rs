@@ -203,39 +203,29 @@ async fn scrape(sources: &Sources, timeout: Duration) -> Scraped {
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .collect();
-    let one = |url: &str| {
-        let url = url.to_string();
-        let tokens = tokens.clone();
-        async move { read_metrics(&url, &tokens, timeout).await }
-    };
+    let tokens = tokens.as_slice();
     let (cache, blob, query, logs, router) = tokio::join!(
-        one(&sources.cache),
-        one(&sources.blob),
-        one(&sources.query),
-        one(&sources.logs),
-        one(&sources.router),
+        read_metrics(&sources.cache, tokens, timeout),
+        read_metrics(&sources.blob, tokens, timeout),
+        read_metrics(&sources.query, tokens, timeout),
+        read_metrics(&sources.logs, tokens, timeout),
+        read_metrics(&sources.router, tokens, timeout),
     );
-    let mut out = Scraped::default();
-    let mut keep = |name: &'static str, r: Option<Result<Metrics, String>>| match r {
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            out.errors.insert(name, e);
+    let mut errors = BTreeMap::new();
+    let mut keep = |name: &'static str, r: Option<Result<Metrics, String>>| match r? {
+        Ok(m) => Some(m),
+        Err(e) => {
+            errors.insert(name, e);
             None
         }
-        None => None,
     };
-    let cache = keep("cache", cache);
-    let blob = keep("blobs", blob);
-    let query = keep("database", query);
-    let logs = keep("logs", logs);
-    let router = keep("requests", router);
     Scraped {
-        cache,
-        blob,
-        query,
-        logs,
-        router,
-        errors: out.errors,
+        cache: keep("cache", cache),
+        blob: keep("blobs", blob),
+        query: keep("database", query),
+        logs: keep("logs", logs),
+        router: keep("requests", router),
+        errors,
     }
 }
 

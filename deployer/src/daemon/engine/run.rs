@@ -145,7 +145,7 @@ impl Engine {
                     actor,
                     app,
                     "deploy.fail",
-                    format!("{}: {}", f.phase, first_line(&f.message)),
+                    format!("{}: {}", f.phase, one_line(&f.message)),
                 );
             }
             r
@@ -2028,10 +2028,6 @@ fn make_writable(dir: &Path) {
 fn short(digest: &str) -> &str {
     let d = digest.strip_prefix("sha256:").unwrap_or(digest);
     &d[..12.min(d.len())]
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
 }
 
 /// A failure in one line: the first line, and the last one when there are more (a
