@@ -2,7 +2,6 @@
 //! with connection permits and a bounded drain), the admin endpoint, and tenant reloads.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_common::admin::{self, AdminState, MetricKind, MetricsWriter};
+use berth_common::conn::{serve_until_shutdown, SendTimeout};
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::Shutdown;
 use berth_common::tenants::{OperatorTokens, Operators, TenantSet, TenantsHandle};
@@ -216,116 +216,8 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(SendTimeout::new(stream, send_timeout)), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.recv() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = serve_until_shutdown(conn, &mut shutdown).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// A connection whose writes fail with `TimedOut` once one has waited `timeout` for the peer
-/// to take data.
-struct SendTimeout<S> {
-    inner: S,
-    timeout: Duration,
-    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> SendTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
-        SendTimeout {
-            inner,
-            timeout,
-            stalled: None,
-        }
-    }
-
-    /// After a write returned `Pending`: arms the timer (once) and polls it.
-    fn poll_stall(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
-        let timeout = self.timeout;
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match sleep.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client took no data for the send timeout",
-            )),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SendTimeout<S> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SendTimeout<S> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
-            std::task::Poll::Ready(r) => {
-                this.stalled = None;
-                std::task::Poll::Ready(r)
-            }
-            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            std::task::Poll::Ready(r) => {
-                this.stalled = None;
-                std::task::Poll::Ready(r)
-            }
-            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
-            std::task::Poll::Ready(r) => {
-                this.stalled = None;
-                std::task::Poll::Ready(r)
-            }
-            std::task::Poll::Pending => this.poll_stall(cx).map(Err),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

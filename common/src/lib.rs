@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod conn;
 pub mod listener;
 pub mod runtime;
 pub mod shutdown;

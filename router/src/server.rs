@@ -2,16 +2,14 @@
 //! for both, one task per connection, a bounded drain), the admin listener, and the access
 //! log shipper.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use berth_common::admin::MetricsWriter;
+use berth_common::conn::{serve_until_shutdown, SendTimeout};
 use berth_common::listener::{self, ConnCounters, PeerAddr, ServeOptions};
 use berth_common::shutdown::{Shutdown, ShutdownSignal};
 use berth_common::tenants::OperatorTokens;
@@ -19,7 +17,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -324,14 +322,9 @@ async fn serve_connection<S>(
                 .max_buf_size(limits.max_buf)
                 .max_headers(limits.max_headers)
                 .serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r.map_err(|e| e.to_string()),
-                _ = shutdown.recv() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await.map_err(|e| e.to_string())
-                }
-            }
+            serve_until_shutdown(conn, &mut shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }
         Some(streams) => {
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -349,110 +342,12 @@ async fn serve_connection<S>(
                 // Pings find dead peers; an idle but live HTTP/2 client keeps its connection.
                 .keep_alive_interval(limits.header_timeout)
                 .keep_alive_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(io, svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r.map_err(|e| e.to_string()),
-                _ = shutdown.recv() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await.map_err(|e| e.to_string())
-                }
-            }
+            serve_until_shutdown(builder.serve_connection(io, svc), &mut shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// A connection whose writes fail with `TimedOut` once one has waited `timeout` for the peer
-/// to take data, so a client that stops reading cannot hold its app's request slot forever.
-struct SendTimeout<S> {
-    inner: S,
-    timeout: Duration,
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> SendTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
-        SendTimeout {
-            inner,
-            timeout,
-            stalled: None,
-        }
-    }
-
-    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        let timeout = self.timeout;
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client took no data for the send timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn done<T>(
-        &mut self,
-        p: Poll<std::io::Result<T>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<T>> {
-        match p {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.stall(cx),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.done(p, cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.done(p, cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_flush(cx);
-        this.done(p, cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

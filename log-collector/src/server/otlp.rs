@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_common::conn::serve_until_shutdown;
 use berth_common::listener::PeerAddr;
 use berth_common::shutdown::ShutdownSignal;
 use berth_common::tenants::AppName;
@@ -129,15 +130,7 @@ pub async fn serve_conn(
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.recv() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
+    if let Err(e) = serve_until_shutdown(conn, &mut shutdown).await {
         tracing::debug!(%peer, error = %e, "OTLP connection ended with an error");
     }
 }

@@ -32,6 +32,7 @@ use berth_api::v1::config_server::Config as ConfigApi;
 use berth_api::v1::deploys_server::Deploys;
 use berth_api::v1::events_server::Events;
 use berth_common::config::HumanDuration;
+use berth_common::conn::serve_until_shutdown;
 use berth_common::listener::{self, ConnCounters, ServeOptions};
 use berth_common::shutdown::ShutdownSignal;
 use futures_util::{Stream, StreamExt};
@@ -228,15 +229,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let r = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.recv() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = r {
+    if let Err(e) = serve_until_shutdown(conn, &mut shutdown).await {
         tracing::debug!(error = %e, "dashboard connection ended with an error");
     }
 }
