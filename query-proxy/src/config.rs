@@ -269,24 +269,22 @@ impl Config {
                 "require_tls needs tls_cert and tls_key".into(),
             ));
         }
-        if let Some(path) = crate::backend::socket_path(&self.backend) {
-            if !path.starts_with('/') {
-                return Err(ConfigError::Invalid(format!(
-                    "backend: {:?} is neither host:port nor an absolute socket path",
-                    self.backend
-                )));
-            }
-            // The backend sees socket logins as coming from `localhost`.
-            if !self.backend_account_hosts.iter().any(|h| h == "localhost") {
-                return Err(ConfigError::Invalid(
-                    "a socket backend needs \"localhost\" in backend_account_hosts".into(),
-                ));
-            }
-        } else if !self.backend.contains(':') {
+        let socket = crate::backend::socket_path(&self.backend);
+        let well_formed = match socket {
+            Some(path) => path.starts_with('/'),
+            None => self.backend.contains(':'),
+        };
+        if !well_formed {
             return Err(ConfigError::Invalid(format!(
                 "backend: {:?} is neither host:port nor an absolute socket path",
                 self.backend
             )));
+        }
+        // The backend sees socket logins as coming from `localhost`.
+        if socket.is_some() && !self.backend_account_hosts.iter().any(|h| h == "localhost") {
+            return Err(ConfigError::Invalid(
+                "a socket backend needs \"localhost\" in backend_account_hosts".into(),
+            ));
         }
         if self.backend_account_hosts.is_empty() {
             return Err(ConfigError::Invalid(
