@@ -215,16 +215,27 @@ impl BlobWriter {
             let (w, staged) = self.stage_remote().await?;
             w.op(staged, target)
         } else {
-            crate::store::quick(move || self.prepare(target)).await?
+            self.prepare_async(target).await?
         };
         #[cfg(not(feature = "s3"))]
-        let op = crate::store::quick(move || self.prepare(target)).await?;
+        let op = self.prepare_async(target).await?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         inner.send(Request {
             op,
             reply: ReplyTo::Async(reply),
         })?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// [`BlobWriter::prepare`] from async code: a small object's volume append (a write into
+    /// the page cache) runs in place; a large object's fsync, which waits for the disk, runs
+    /// on the blocking pool so it holds no async worker meanwhile.
+    async fn prepare_async(self, target: Target) -> Result<Op> {
+        if matches!(self.body, Body::Large(_)) {
+            crate::store::blocking(move || self.prepare(target)).await
+        } else {
+            crate::store::quick(move || self.prepare(target)).await
+        }
     }
 
     fn finish(self, target: Target) -> Result<Reply> {
