@@ -8,8 +8,10 @@ use berth_api::v1 as api;
 use berth_common::config::ByteSize;
 use serde_json::{json, Value};
 
+use super::auth::Who;
+use super::logs::LogPage;
 use super::usage::{AppUsage, Sample};
-use super::{AppRow, AppView, LogPage, Who};
+use super::{AppRow, AppView};
 use crate::cli::control::when;
 use crate::cli::deploy::human_bytes;
 
