@@ -517,6 +517,4 @@ impl Engine {
             .await
             .map_err(|e| anyhow!("provisioning the database on {}: {e}", db.backend))
     }
-
-    // -- rollout ---------------------------------------------------------------------------
 }

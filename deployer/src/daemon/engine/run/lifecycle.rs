@@ -195,6 +195,4 @@ impl Engine {
         futures_util::future::join_all(halts).await;
         self.stop_all(&rest, Duration::from_secs(3)).await;
     }
-
-    // -- one-off commands --------------------------------------------------------------------------
 }

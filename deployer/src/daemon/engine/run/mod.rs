@@ -111,8 +111,6 @@ impl Engine {
         drop(guard);
         r
     }
-
-    // -- deploy ---------------------------------------------------------------------------
 }
 
 /// Removes a directory when dropped.

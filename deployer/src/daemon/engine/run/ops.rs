@@ -70,10 +70,7 @@ impl Engine {
                     "app.scale",
                     format!("{have} -> {n} instance(s)"),
                 );
-                self.state.commit(batch).map_err(st("state"))?;
-                self.push_routes(self.route_table(None).map_err(st("switch"))?)
-                    .await
-                    .map_err(|e| Fail::new("switch", format!("{e:#}")))?;
+                self.commit_and_route(batch).await?;
             } else if n < have {
                 let (keep, drop_) = current.split_at(n as usize);
                 let _ = keep;
@@ -90,10 +87,7 @@ impl Engine {
                     "app.scale",
                     format!("{have} -> {n} instance(s)"),
                 );
-                self.state.commit(batch).map_err(st("state"))?;
-                self.push_routes(self.route_table(None).map_err(st("switch"))?)
-                    .await
-                    .map_err(|e| Fail::new("switch", format!("{e:#}")))?;
+                self.commit_and_route(batch).await?;
                 say(tx, "drain", format!("stopping {} instance(s)", have - n));
                 self.stop_all(drop_, vrec.manifest.drain.as_duration())
                     .await;
@@ -155,13 +149,7 @@ impl Engine {
                 "app.restart",
                 with_reason("restart".into(), reason),
             );
-            self.state.commit(batch).map_err(st("state"))?;
-            if let Err(e) = self
-                .push_routes(self.route_table(None).map_err(st("switch"))?)
-                .await
-            {
-                return Err(Fail::new("switch", format!("{e:#}")));
-            }
+            self.commit_and_route(batch).await?;
             say(
                 tx,
                 "drain",
@@ -309,5 +297,12 @@ impl Engine {
         })
     }
 
-    // -- start-up and destroy -------------------------------------------------------------------
+    /// Commits `batch`, then sends the router the route table that follows from it.
+    async fn commit_and_route(&self, batch: Batch) -> Result<(), Fail> {
+        self.state.commit(batch).map_err(st("state"))?;
+        let table = self.route_table(None).map_err(st("switch"))?;
+        self.push_routes(table)
+            .await
+            .map_err(|e| Fail::new("switch", format!("{e:#}")))
+    }
 }

@@ -394,6 +394,4 @@ impl Engine {
         let stops = instances.iter().map(|i| self.stop_instance(i, grace));
         futures_util::future::join_all(stops).await;
     }
-
-    // -- the watch window -------------------------------------------------------------------
 }

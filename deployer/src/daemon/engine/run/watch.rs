@@ -203,6 +203,4 @@ impl Engine {
         self.stop_all(&failing, Duration::from_secs(2)).await;
         Ok(())
     }
-
-    // -- promote, rollback ---------------------------------------------------------------------
 }
