@@ -451,14 +451,23 @@ max_object_bytes = "1GiB"
 """
 
 
+def vm_kib(pid: int, field: str) -> int:
+    """A `VmRSS`/`VmHWM`-style line of /proc/PID/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(f"{field}:"))
+
+
 @pytest.mark.slow
 def test_large_object_streams_through_bounded_memory(blob_servers: BlobServerFactory, moto: str,
                                                      s3: Any, bucket: str) -> None:
-    """256 MiB up and down: the server's peak resident set stays far below the object (a few
-    upload parts and read windows), so nothing buffers it whole."""
+    """256 MiB up and down: the server's resident set grows far less than the object (a few
+    upload parts and read windows), so nothing buffers it whole. The growth is measured from
+    the running server's own size before the transfer (its S3 client, runtimes and allocator
+    take some 40 MiB before the first request), so the bound is about the transfer only."""
     size = 256 * MIB
     srv = start(blob_servers, moto, bucket, tenants=BIG_TENANTS,
                 config={"max_object_size": "1GiB"})
+    base = vm_kib(srv.pid, "VmRSS") * 1024
     block = rand_bytes(MIB, "big-block")
     sent = hashlib.sha256()
 
@@ -485,10 +494,16 @@ def test_large_object_streams_through_bounded_memory(blob_servers: BlobServerFac
         n += len(piece)
     conn.close()
     assert n == size and got.hexdigest() == sent.hexdigest()
-    with open(f"/proc/{srv.pid}/status") as f:
-        hwm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) * 1024
-    print(f"S3 {size // MIB} MiB: peak RSS {hwm / MIB:.1f} MiB")
-    assert hwm < 96 * MIB, f"peak RSS {hwm / MIB:.1f} MiB for a {size // MIB} MiB object"
+    hwm = vm_kib(srv.pid, "VmHWM") * 1024
+    grew = hwm - base
+    print(f"S3 {size // MIB} MiB: peak RSS {hwm / MIB:.1f} MiB, {grew / MIB:.1f} MiB over the idle server")
+    # Two parts in flight and one filling (8 MiB each), a read window and the one fetched
+    # ahead (4 MiB each), and the HTTP clients' buffers: 80 MiB leaves room for the
+    # allocator's caching, and a whole object held in memory would add 256 MiB.
+    assert grew < 80 * MIB, (
+        f"the server grew by {grew / MIB:.1f} MiB (peak {hwm / MIB:.1f} MiB) "
+        f"for a {size // MIB} MiB object"
+    )
     assert list(data_objects(s3, bucket).values()) == [stored_len(size)]
 
 

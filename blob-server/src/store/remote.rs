@@ -326,6 +326,14 @@ impl RemoteWriter {
 
     fn seal_chunk(&mut self) {
         let crc = crc32fast::hash(&self.chunk);
+        // The first part starts small (most objects are): past that, room for a whole part
+        // and the chunk that overfills it at once, not by doubling (which left a 16 MiB
+        // buffer for an 8 MiB part, and both halves alive while it grew).
+        let need = self.part.len() + CRC_LEN as usize + self.chunk.len();
+        if need > self.part.capacity() {
+            let part = self.remote.part_size + self.chunk_size + CRC_LEN as usize;
+            self.part.reserve_exact(part.max(need) - self.part.len());
+        }
         self.part.extend_from_slice(&crc.to_le_bytes());
         self.part.extend_from_slice(&self.chunk);
         self.chunk.clear();
