@@ -64,15 +64,20 @@ SOURCES: dict[str, list[tuple[str, int]]] = {
     "deployer/src/daemon/deploys.rs": [(_STATUS, 0)],
     "deployer/src/daemon/service.rs": [(_STATUS, 0)],
     "deployer/src/daemon/state.rs": [(r"\bStateError::(?:Invalid|NotFound|Exists)\(", 0)],
-    "deployer/src/daemon/engine/run.rs": [
-        (r"\bFail::new\(", 1),
-        (r"\bErr\(", 0),
-        (r"\banyhow!\(", 0),
-        (r"\bbad = Some\(", 0),
-        (r"\.audit\(", 3),
-        (r"\.event\(", 3),
-        (r"\blet description =", 0),
-    ],
+    **{
+        f"deployer/src/daemon/engine/run/{part}.rs": [
+            (r"\bFail::new\(", 1),
+            (r"\bErr\(", 0),
+            (r"\banyhow!\(", 0),
+            (r"\bbad = Some\(", 0),
+            (r"\.audit\(", 3),
+            (r"\.event\(", 3),
+            (r"\blet description =", 0),
+        ]
+        for part in (
+            "mod", "deploy", "rollout", "watch", "releases", "ops", "lifecycle", "oneoff"
+        )
+    },
     "deployer/src/daemon/engine/probe.rs": [
         (r"\|\w*\|\s*", 0),
         (r"\bErr\(", 0),
