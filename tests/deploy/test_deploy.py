@@ -125,6 +125,40 @@ def test_no_promote_leaves_the_live_release(platform: Platform, apps: Path) -> N
     assert p.get("staged")[1].startswith("staged 2.0.0")
 
 
+def test_scale_up_and_down_keeps_serving(platform: Platform, apps: Path) -> None:
+    p = platform
+    p.create_app("scaled")
+    p.deploy(write_app(apps, "scaled", "1.0.0", HELLO))
+
+    def live() -> list[Any]:
+        return [i for i in p.status("scaled")["instances"] if i["role"] == "live"]
+
+    assert len(live()) == 1
+    p.berth("scale", "scaled", 2)
+    assert p.status("scaled")["scale"] == 2
+    two = live()
+    assert len(two) == 2 and all(i["health"] == "healthy" for i in two), two
+    assert p.get("scaled")[1].startswith("scaled 1.0.0")
+
+    # Down again: one of the two leaves the router first, then is stopped; the app keeps
+    # answering throughout and the same release stays live.
+    release = live_release(p, "scaled")["id"]
+    p.berth("scale", "scaled", 1)
+    assert p.status("scaled")["scale"] == 1
+    eventually(lambda: len(live()) == 1, "one live instance")
+    assert live()[0]["id"] in {i["id"] for i in two}
+    eventually(
+        lambda: all(i["role"] == "live" for i in p.status("scaled")["instances"]),
+        "the scaled-down instance stopped and gone",
+    )
+    assert p.get("scaled")[1].startswith("scaled 1.0.0")
+    assert live_release(p, "scaled")["id"] == release
+    events = p.berth("events", "scaled")
+    events = events["events"] if isinstance(events, dict) else events
+    scales = [e["detail"] for e in events if e["action"] == "app.scale"]
+    assert "1 -> 2 instance(s)" in scales and "2 -> 1 instance(s)" in scales, scales
+
+
 # -- failing gates leave the live version serving ----------------------------------------------------
 
 

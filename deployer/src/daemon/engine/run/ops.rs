@@ -51,6 +51,8 @@ impl Engine {
                 .filter(|i| i.role == "live")
                 .collect();
             let have = current.len() as u32;
+            let mut batch = Batch::new();
+            let mut draining: &[InstanceRecord] = &[];
             if n > have {
                 say(
                     tx,
@@ -58,44 +60,36 @@ impl Engine {
                     format!("starting {} more instance(s)", n - have),
                 );
                 let mut started = self.start_healthy(&vrec, &live, n - have, tx).await?;
-                let mut batch = Batch::new();
                 for s in &mut started {
                     s.role = "live".into();
                     batch = batch.instance(s);
                 }
-                run.scale = n;
-                batch = batch.run(&run).event(
-                    actor,
-                    app,
-                    "app.scale",
-                    format!("{have} -> {n} instance(s)"),
-                );
-                self.commit_and_route(batch).await?;
             } else if n < have {
-                let (keep, drop_) = current.split_at(n as usize);
-                let _ = keep;
-                let mut batch = Batch::new();
-                for d in drop_ {
+                draining = &current[n as usize..];
+                for d in draining {
                     let mut s = d.clone();
                     s.role = "stopping".into();
                     batch = batch.instance(&s);
                 }
-                run.scale = n;
-                batch = batch.run(&run).event(
+            }
+            run.scale = n;
+            if n == have {
+                self.state
+                    .commit(Batch::new().run(&run))
+                    .map_err(st("state"))?;
+            } else {
+                let batch = batch.run(&run).event(
                     actor,
                     app,
                     "app.scale",
                     format!("{have} -> {n} instance(s)"),
                 );
                 self.commit_and_route(batch).await?;
+            }
+            if !draining.is_empty() {
                 say(tx, "drain", format!("stopping {} instance(s)", have - n));
-                self.stop_all(drop_, vrec.manifest.drain.as_duration())
+                self.stop_all(draining, vrec.manifest.drain.as_duration())
                     .await;
-            } else {
-                run.scale = n;
-                self.state
-                    .commit(Batch::new().run(&run))
-                    .map_err(st("state"))?;
             }
             say(tx, "done", format!("{app} runs {n} instance(s)"));
             Ok(Outcome::Done(format!("{app} runs {n} instance(s)")))
