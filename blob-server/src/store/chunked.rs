@@ -53,58 +53,20 @@ impl Drop for TempFile {
 /// the final fsync waits only for the last chunks.
 pub(crate) struct ChunkWriter {
     guard: TempFile,
-    file: File,
-    /// Bytes of the file written so far.
-    written: u64,
+    out: Out,
     /// A partial chunk (bytes that did not fill a chunk yet).
     chunk: Vec<u8>,
     chunk_size: usize,
 }
 
-impl ChunkWriter {
-    /// Creates the temp file at `path` and writes the header.
-    pub fn create(path: PathBuf, chunk_size: u32) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let guard = TempFile { path, armed: true };
-        file.write_all(&header(chunk_size))?;
-        Ok(ChunkWriter {
-            guard,
-            file,
-            written: HEADER_LEN,
-            chunk: Vec::new(),
-            chunk_size: chunk_size as usize,
-        })
-    }
+/// The open temp file and how many bytes of it are written.
+struct Out {
+    file: File,
+    written: u64,
+}
 
-    /// Appends bytes, writing out every chunk that fills.
-    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        while !data.is_empty() {
-            if self.chunk.is_empty() && data.len() >= self.chunk_size {
-                let (whole, rest) = data.split_at(self.chunk_size);
-                self.put_chunk(whole)?;
-                data = rest;
-                continue;
-            }
-            if self.chunk.capacity() == 0 {
-                self.chunk.reserve_exact(self.chunk_size);
-            }
-            let take = (self.chunk_size - self.chunk.len()).min(data.len());
-            self.chunk.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.chunk.len() == self.chunk_size {
-                let chunk = std::mem::take(&mut self.chunk);
-                self.put_chunk(&chunk)?;
-                self.chunk = chunk;
-                self.chunk.clear();
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one chunk (checksum, then bytes) and starts its writeback.
+impl Out {
+    /// Writes one chunk (checksum, then bytes) in one vectored write and starts its writeback.
     fn put_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         let crc = crc32fast::hash(chunk).to_le_bytes();
         let mut parts = [IoSlice::new(&crc), IoSlice::new(chunk)];
@@ -121,14 +83,57 @@ impl ChunkWriter {
         start_writeback(&self.file, start, self.written - start);
         Ok(())
     }
+}
+
+impl ChunkWriter {
+    /// Creates the temp file at `path` and writes the header.
+    pub fn create(path: PathBuf, chunk_size: u32) -> Result<Self> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let guard = TempFile { path, armed: true };
+        file.write_all(&header(chunk_size))?;
+        Ok(ChunkWriter {
+            guard,
+            out: Out {
+                file,
+                written: HEADER_LEN,
+            },
+            chunk: Vec::new(),
+            chunk_size: chunk_size as usize,
+        })
+    }
+
+    /// Appends bytes, writing out every chunk that fills.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.chunk.is_empty() && data.len() >= self.chunk_size {
+                let (whole, rest) = data.split_at(self.chunk_size);
+                self.out.put_chunk(whole)?;
+                data = rest;
+                continue;
+            }
+            if self.chunk.capacity() == 0 {
+                self.chunk.reserve_exact(self.chunk_size);
+            }
+            let take = (self.chunk_size - self.chunk.len()).min(data.len());
+            self.chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.chunk.len() == self.chunk_size {
+                self.out.put_chunk(&self.chunk)?;
+                self.chunk.clear();
+            }
+        }
+        Ok(())
+    }
 
     /// Writes the last chunk and fsyncs the file; the guard still owns it.
     pub fn finish(mut self) -> Result<TempFile> {
         if !self.chunk.is_empty() {
-            let chunk = std::mem::take(&mut self.chunk);
-            self.put_chunk(&chunk)?;
+            self.out.put_chunk(&self.chunk)?;
         }
-        self.file.sync_data()?;
+        self.out.file.sync_data()?;
         Ok(self.guard)
     }
 }

@@ -331,12 +331,17 @@ impl RemoteWriter {
         // buffer for an 8 MiB part, and both halves alive while it grew).
         let need = self.part.len() + CRC_LEN as usize + self.chunk.len();
         if need > self.part.capacity() {
-            let part = self.remote.part_size + self.chunk_size + CRC_LEN as usize;
-            self.part.reserve_exact(part.max(need) - self.part.len());
+            self.part
+                .reserve_exact(self.part_capacity().max(need) - self.part.len());
         }
         self.part.extend_from_slice(&crc.to_le_bytes());
         self.part.extend_from_slice(&self.chunk);
         self.chunk.clear();
+    }
+
+    /// Room for a whole part and the chunk that overfills it: a part buffer never regrows.
+    fn part_capacity(&self) -> usize {
+        self.remote.part_size + self.chunk_size + CRC_LEN as usize
     }
 
     /// Whether a full part waits to be sent ([`RemoteWriter::ship`]).
@@ -349,8 +354,7 @@ impl RemoteWriter {
     pub async fn ship(&mut self) -> Result<()> {
         let part_size = self.remote.part_size;
         while self.part_ready() {
-            // Room for a whole part and the chunk that overfills it: no regrowth.
-            let mut next = Vec::with_capacity(part_size + self.chunk_size + CRC_LEN as usize);
+            let mut next = Vec::with_capacity(self.part_capacity());
             next.extend_from_slice(&self.part[part_size..]);
             self.part.truncate(part_size);
             let full = std::mem::replace(&mut self.part, next);

@@ -43,13 +43,7 @@ impl Engine {
             };
             let vrec = self.kept_version(app, &live.version)?;
             self.check_resources(app, &vrec.manifest, n)?;
-            let current: Vec<InstanceRecord> = self
-                .state
-                .instances(app)
-                .map_err(st("state"))?
-                .into_iter()
-                .filter(|i| i.role == "live")
-                .collect();
+            let current = self.live_instances(app)?;
             let have = current.len() as u32;
             let mut batch = Batch::new();
             let mut draining: &[InstanceRecord] = &[];
@@ -112,13 +106,7 @@ impl Engine {
                 .ok_or_else(|| Fail::new("validate", format!("{app} has no live release")))?;
             let vrec = self.kept_version(app, &live.version)?;
             let run = self.state.run(app).map_err(st("state"))?;
-            let old: Vec<InstanceRecord> = self
-                .state
-                .instances(app)
-                .map_err(st("state"))?
-                .into_iter()
-                .filter(|i| i.role == "live")
-                .collect();
+            let old = self.live_instances(app)?;
             say(
                 tx,
                 "start",
@@ -298,5 +286,16 @@ impl Engine {
         self.push_routes(table)
             .await
             .map_err(|e| Fail::new("switch", format!("{e:#}")))
+    }
+
+    /// The app's instances serving its live release.
+    fn live_instances(&self, app: &str) -> Result<Vec<InstanceRecord>, Fail> {
+        Ok(self
+            .state
+            .instances(app)
+            .map_err(st("state"))?
+            .into_iter()
+            .filter(|i| i.role == "live")
+            .collect())
     }
 }
