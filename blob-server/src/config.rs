@@ -68,6 +68,11 @@ pub struct Config {
     pub chunk_size: ByteSize,
     /// A volume file takes no more appends past this size.
     pub volume_max: ByteSize,
+    /// Time between commits of the metadata database; changes in between are durable in
+    /// the metadata log (`meta.wal`) and replayed from it after a crash.
+    pub meta_checkpoint_interval: HumanDuration,
+    /// Size of the metadata log file, allocated up front; a commit runs early when it fills.
+    pub meta_log_size: ByteSize,
     /// Time between background scrubs, which read every stored content back and verify it
     /// ("0s" disables them). The first runs one interval after start.
     pub scrub_interval: HumanDuration,
@@ -252,6 +257,8 @@ impl Default for Config {
             small_object_max: ByteSize(store.small_max),
             chunk_size: ByteSize(u64::from(store.chunk_size)),
             volume_max: ByteSize(store.volume_max),
+            meta_checkpoint_interval: HumanDuration(store.checkpoint),
+            meta_log_size: ByteSize(store.wal_bytes),
             scrub_interval: HumanDuration(Duration::from_secs(24 * 3600)),
             scrub_rate: ByteSize(64 << 20),
             compact_interval: HumanDuration(Duration::from_secs(3600)),
@@ -285,6 +292,8 @@ impl Config {
             volume_max: self.volume_max.0,
             max_object: self.max_object_size.0,
             default_quota: self.default_quota.0,
+            checkpoint: self.meta_checkpoint_interval.0,
+            wal_bytes: self.meta_log_size.0,
             ..StoreConfig::default()
         }
     }

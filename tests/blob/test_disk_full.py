@@ -61,7 +61,9 @@ def _fill(s: BlobServer, stored: dict[str, bytes], prefix: str, size: int) -> Re
 
 
 def test_disk_full(small_disk: Path, blob_servers: BlobServerFactory) -> None:
-    s = blob_servers.start(tenants=TENANTS_BIG, data_dir=small_disk / "data")
+    # The metadata log is allocated up front (64 MiB by default): a small one fits this disk.
+    s = blob_servers.start(tenants=TENANTS_BIG, data_dir=small_disk / "data",
+                           config={"meta_log_size": "1MiB"})
     stored: dict[str, bytes] = {}
     for i in range(20):
         key = f"early{i:02d}"
@@ -122,7 +124,9 @@ def test_disk_full_in_the_metadata(small_disk: Path, blob_servers: BlobServerFac
     is what runs out of room: 507 disk_full, earlier objects intact, and once there is room
     again (here: a filler file removed; in life: deletes) writes and deletes work again
     without a restart. A restart then finds everything acknowledged."""
-    s = blob_servers.start(tenants=TENANTS_BIG, data_dir=small_disk / "data")
+    # The metadata log is allocated up front (64 MiB by default): a small one fits this disk.
+    s = blob_servers.start(tenants=TENANTS_BIG, data_dir=small_disk / "data",
+                           config={"meta_log_size": "1MiB"})
     filler = small_disk / "filler"
     # Leave about 1 MiB free so names, not bytes, fill it.
     filler.write_bytes(b"\0" * max(0, shutil.disk_usage(small_disk).free - 1 * MIB))

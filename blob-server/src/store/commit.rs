@@ -1,22 +1,29 @@
 //! The committer: one thread applies every metadata change, in batches. For each batch it
 //! fsyncs the volumes the batch's small records went to, renames large content files into
-//! place (fsyncing their directories), commits one redb transaction, and only then answers
-//! each writer (group commit). Serialising here also makes dedup and garbage collection
-//! race-free: whether content exists is decided inside the transaction that references it.
+//! place (fsyncing their directories), applies the changes to the redb write transaction it
+//! keeps open, appends them to the metadata log and fdatasyncs it ([`crate::store::wal`]),
+//! shows them to readers ([`crate::store::overlay`]), and only then answers each writer
+//! (group commit). Every checkpoint interval it commits the transaction durably and the log
+//! starts over. Serialising here also makes dedup and garbage collection race-free: whether
+//! content exists is decided inside the transaction that references it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::WriteTransaction;
 
 use crate::store::chunked::TempFile;
-use crate::store::meta::{self, ContentMeta, Hold, Location, ObjectInfo, Tx};
+use crate::store::meta::{self, Change, ContentMeta, Hold, Location, ObjectInfo, Tx};
 use crate::store::metadb::MetaDb;
+use crate::store::overlay::Overlay;
 use crate::store::quota::{Quotas, Reservation};
 use crate::store::volume::Volumes;
+use crate::store::wal::Wal;
 use crate::store::write::Condition;
 use crate::store::{meta_err, sync_dir, ContentId, Error, Paths, Result};
 
@@ -156,6 +163,17 @@ pub(crate) struct Committer {
     /// The bucket new content goes to, if any.
     #[cfg(feature = "s3")]
     pub remote: Option<Arc<crate::store::remote::Remote>>,
+    /// Changes made durable by the log but not yet by a database commit, for readers.
+    pub overlay: Arc<Overlay>,
+    pub wal: Wal,
+    /// Time between database commits (checkpoints).
+    pub checkpoint_every: Duration,
+    /// The open write transaction: the last commit plus everything in `overlay`, plus the
+    /// batch being applied. `None` after a commit or a failure; the next batch begins a new
+    /// one and re-applies the overlay.
+    pub txn: Option<WriteTransaction>,
+    /// When the last checkpoint ran.
+    pub checkpointed: Instant,
 }
 
 /// Per-batch bookkeeping of effects that happen around the transaction.
@@ -207,7 +225,7 @@ impl Committer {
     /// volumes of batch N+1 while this thread commits the metadata of batch N. Metadata is only
     /// ever committed for records already durable, so a crash between the stages loses nothing
     /// that was acknowledged and leaves no metadata pointing at unwritten bytes.
-    pub fn run(self, rx: Receiver<Request>) {
+    pub fn run(mut self, rx: Receiver<Request>) {
         let (tx, synced) = mpsc::sync_channel::<Synced>(STAGE_QUEUE);
         let volumes = self.volumes.clone();
         let max_batch = self.max_batch;
@@ -235,7 +253,17 @@ impl Committer {
                 return;
             }
         };
-        while let Ok((mut batch, mut failed)) = synced.recv() {
+        loop {
+            let (mut batch, mut failed) = match synced.recv_timeout(self.checkpoint_every) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.dirty() {
+                        self.checkpoint();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             // Everything synced meanwhile goes into the same metadata transaction.
             while batch.len() < self.max_batch {
                 match synced.try_recv() {
@@ -250,16 +278,92 @@ impl Committer {
             }
             self.commit_batch(batch, failed);
             self.batches.fetch_add(1, Ordering::Relaxed);
+            if self.checkpointed.elapsed() >= self.checkpoint_every {
+                self.checkpoint();
+            }
         }
         let _ = syncer.join();
+        if self.dirty() {
+            self.checkpoint();
+        }
     }
 
-    fn commit_batch(&self, batch: Vec<Request>, failed_volumes: BTreeMap<u32, bool>) {
+    /// Whether anything is not yet in a database commit.
+    fn dirty(&self) -> bool {
+        self.txn.is_some() || !self.overlay.is_empty()
+    }
+
+    /// A new write transaction holding everything acknowledged: the overlay re-applied over
+    /// the last commit.
+    fn begin(&self) -> Result<WriteTransaction> {
+        let txn = self.db.get()?.begin_write().map_err(meta_err)?;
+        let changes = self.overlay.changes();
+        if !changes.is_empty() {
+            let mut tx = Tx::open(&txn)?;
+            for c in &changes {
+                tx.apply(c)?;
+            }
+        }
+        Ok(txn)
+    }
+
+    /// Commits the open transaction durably with the log's next generation, so every record
+    /// written so far is obsolete; then readers read it all from the database and the log
+    /// starts over. On failure everything stays in the overlay and the log, for the next try.
+    fn checkpoint(&mut self) {
+        self.checkpointed = Instant::now();
+        if let Err(e) = self.try_checkpoint() {
+            tracing::error!(error = %e, "metadata checkpoint failed; retrying later");
+        }
+    }
+
+    fn try_checkpoint(&mut self) -> Result<()> {
+        let txn = match self.txn.take() {
+            Some(t) => t,
+            None => self.begin()?,
+        };
+        let next = self.wal.generation() + 1;
+        {
+            let mut state = txn.open_table(meta::STATE).map_err(meta_err)?;
+            state.insert("wal_gen", next).map_err(meta_err)?;
+        }
+        if let Err(e) = txn.commit() {
+            // redb refuses further writes after a failed commit I/O until reopened.
+            if let Err(re) = self.db.reopen() {
+                tracing::error!(error = %re, "cannot reopen the metadata store");
+            }
+            return Err(meta_err(e));
+        }
+        self.overlay.clear();
+        self.wal.restart(next);
+        Ok(())
+    }
+
+    /// Makes a batch's changes (already in the open transaction) durable, then visible.
+    fn make_durable(&mut self, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if !self.wal.append(&changes)? {
+            // The log is full: a checkpoint commits this batch along with the rest.
+            self.checkpointed = Instant::now();
+            return self.try_checkpoint();
+        }
+        self.overlay.publish(changes);
+        Ok(())
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Request>, failed_volumes: BTreeMap<u32, bool>) {
         let mut done = Vec::with_capacity(batch.len());
         let mut effects = Effects::default();
-        let outcome = self.apply_all(batch, &failed_volumes, &mut effects, &mut done);
+        let outcome = self
+            .apply_all(batch, &failed_volumes, &mut effects, &mut done)
+            .and_then(|changes| self.make_durable(changes));
         if let Err(e) = outcome {
             tracing::error!(error = %e, "metadata commit failed");
+            // The transaction may hold part of this batch: drop it; the next one re-applies
+            // what was acknowledged (the overlay).
+            self.txn = None;
             // redb refuses further writes after a failed commit I/O until reopened.
             if matches!(e, Error::Meta(_) | Error::Commit(_)) {
                 if let Err(re) = self.db.reopen() {
@@ -310,32 +414,24 @@ impl Committer {
         }
     }
 
+    /// Applies a batch to the open transaction; returns the row changes it made.
     fn apply_all(
-        &self,
+        &mut self,
         batch: Vec<Request>,
         failed_volumes: &BTreeMap<u32, bool>,
         effects: &mut Effects,
         done: &mut Vec<Done>,
-    ) -> Result<()> {
-        let txn = match self
-            .db
-            .get()
-            .and_then(|db| db.begin_write().map_err(meta_err))
-        {
-            Ok(txn) => txn,
-            Err(e) => return Err(fail_all(batch, done, e)),
-        };
-        {
-            let opened = (|| {
-                Ok::<_, Error>(Tx {
-                    content: txn.open_table(meta::CONTENT).map_err(meta_err)?,
-                    refs: txn.open_table(meta::REFS).map_err(meta_err)?,
-                    usage: txn.open_table(meta::USAGE).map_err(meta_err)?,
-                    objects: txn.open_table(meta::OBJECTS).map_err(meta_err)?,
-                    quarantine: txn.open_table(meta::QUARANTINE).map_err(meta_err)?,
-                })
-            })();
-            let mut tx = match opened {
+    ) -> Result<Vec<Change>> {
+        if self.txn.is_none() {
+            match self.begin() {
+                Ok(t) => self.txn = Some(t),
+                Err(e) => return Err(fail_all(batch, done, e)),
+            }
+        }
+        let this = &*self;
+        let txn = this.txn.as_ref().expect("begun above");
+        let changes = {
+            let mut tx = match Tx::open(txn) {
                 Ok(tx) => tx,
                 Err(e) => return Err(fail_all(batch, done, e)),
             };
@@ -349,7 +445,7 @@ impl Committer {
                     continue;
                 }
                 let app = op.app().to_string();
-                match self.apply(&mut tx, op, failed_volumes, effects) {
+                match this.apply(&mut tx, op, failed_volumes, effects) {
                     Ok((result, reservation)) => {
                         let (result, usage) = match result {
                             Ok((reply, delta)) => (Ok(reply), Some((app, delta))),
@@ -382,12 +478,12 @@ impl Committer {
                         }))
                     )
             });
-        }
+            std::mem::take(&mut tx.changes)
+        };
         for dir in &effects.dirs {
             sync_dir(dir)?;
         }
-        txn.commit().map_err(meta_err)?;
-        Ok(())
+        Ok(changes)
     }
 
     /// Applies one op. The outer error aborts the whole batch (the transaction may hold part
@@ -539,9 +635,7 @@ impl Committer {
             }
             Op::Quarantine { id } => {
                 if meta::get_content(&tx.content, &id)?.is_some() {
-                    tx.quarantine
-                        .insert(id.0.as_slice(), now_ms())
-                        .map_err(meta_err)?;
+                    tx.set_quarantine(&id, now_ms())?;
                 }
                 Ok((Ok((Reply::Deleted, 0)), None))
             }
@@ -560,9 +654,7 @@ impl Committer {
                             number: to.0,
                             offset: to.1,
                         };
-                        tx.content
-                            .insert(id.0.as_slice(), cm.encode().as_slice())
-                            .map_err(meta_err)?;
+                        tx.set_content(&id, &cm)?;
                         Ok((Ok((Reply::Relocated(true), 0)), None))
                     }
                     // Deleted (or moved) since compaction read it: the copy is dead space.
@@ -664,10 +756,8 @@ impl Committer {
         if old.location == Location::File {
             effects.keep_file(id);
         }
-        tx.content
-            .insert(id.0.as_slice(), old.encode().as_slice())
-            .map_err(meta_err)?;
-        tx.quarantine.remove(id.0.as_slice()).map_err(meta_err)?;
+        tx.set_content(id, &old)?;
+        tx.remove_quarantine(id)?;
         tracing::info!(%id, "quarantined content repaired by a new upload of the same bytes");
         Ok(())
     }

@@ -7,13 +7,12 @@
 //! is removed at the next open.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::time::Duration;
 
 use crate::store::commit::{Op, Reply};
-use crate::store::meta::{self, Location};
+use crate::store::meta::Location;
 use crate::store::volume::{RECORD_HEADER_LEN, VOLUME_HEADER_LEN};
-use crate::store::{meta_err, ContentId, Error, Result, Store};
+use crate::store::{ContentId, Error, Result, Store};
 
 /// Records moved per commit request group.
 const MOVE_BATCH: usize = 256;
@@ -120,16 +119,13 @@ impl Store {
 
     /// Bytes of live records (header included) per volume.
     fn volume_live_bytes(&self) -> Result<HashMap<u32, u64>> {
-        let r = self.inner.db.begin_read()?;
-        let t = r.open_table(meta::CONTENT).map_err(meta_err)?;
         let mut out = HashMap::new();
-        for item in t.range::<&[u8]>(..).map_err(meta_err)? {
-            let (_, v) = item.map_err(meta_err)?;
-            let cm = meta::ContentMeta::decode(v.value())?;
+        self.content_scan()?.each(None, |_, cm| {
             if let Location::Volume { number, .. } = cm.location {
                 *out.entry(number).or_insert(0) += RECORD_HEADER_LEN + cm.size;
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -140,33 +136,23 @@ impl Store {
         volume: u32,
         after: Option<&[u8; 32]>,
     ) -> Result<(Vec<Record>, Option<[u8; 32]>)> {
-        let r = self.inner.db.begin_read()?;
-        let t = r.open_table(meta::CONTENT).map_err(meta_err)?;
-        let iter = match after {
-            Some(a) => t.range::<&[u8]>((Bound::Excluded(&a[..]), Bound::Unbounded)),
-            None => t.range::<&[u8]>(..),
-        }
-        .map_err(meta_err)?;
         let mut out = Vec::new();
         let mut scanned = 0;
-        for item in iter {
-            let (k, v) = item.map_err(meta_err)?;
-            let key: [u8; 32] = k
-                .value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("content key is not 32 bytes".into()))?;
-            let cm = meta::ContentMeta::decode(v.value())?;
+        let mut last = None;
+        self.content_scan()?.each(after, |id, cm| {
             if let Location::Volume { number, offset } = cm.location {
                 if number == volume {
-                    out.push((ContentId(key), offset, cm.size));
+                    out.push((id, offset, cm.size));
                 }
             }
             scanned += 1;
             if scanned >= SCAN_PAGE || out.len() >= MOVE_BATCH {
-                return Ok((out, Some(key)));
+                last = Some(id.0);
+                return Ok(false);
             }
-        }
-        Ok((out, None))
+            Ok(true)
+        })?;
+        Ok((out, last))
     }
 }
 

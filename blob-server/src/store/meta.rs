@@ -19,6 +19,45 @@ pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// content id -> when (ms since the epoch) a scrub found its stored bytes corrupt. Reads of
 /// quarantined content fail; storing the same bytes again repairs it.
 pub(crate) const QUARANTINE: TableDefinition<&[u8], u64> = TableDefinition::new("quarantine");
+/// Bookkeeping of the store itself: `wal_gen`, the generation of the metadata log that holds
+/// the changes made after this database's last commit (see [`crate::store::wal`]).
+pub(crate) const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+
+/// The tables a change can touch, numbered as the metadata log and the overlay name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Table {
+    Content = 0,
+    Refs = 1,
+    Usage = 2,
+    Objects = 3,
+    Quarantine = 4,
+}
+
+/// How many [`Table`]s there are.
+pub(crate) const TABLES: usize = 5;
+
+impl Table {
+    pub fn from_u8(v: u8) -> Option<Table> {
+        Some(match v {
+            0 => Table::Content,
+            1 => Table::Refs,
+            2 => Table::Usage,
+            3 => Table::Objects,
+            4 => Table::Quarantine,
+            _ => return None,
+        })
+    }
+}
+
+/// One row change as the metadata log records it and the overlay serves it: the row's new
+/// value (the u64 of `usage` and `quarantine` as 8 little-endian bytes, the `usage` key as
+/// its UTF-8 bytes), or `None` for a removed row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
 
 /// Version byte in front of every encoded value.
 const VALUE_VERSION: u8 = 1;
@@ -101,7 +140,7 @@ impl AppRef {
             .0
     }
 
-    fn decode(v: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(v: &[u8]) -> Result<Self> {
         let mut d = Dec(v);
         check_version(d.u8()?)?;
         Ok(AppRef {
@@ -109,6 +148,13 @@ impl AppRef {
             keys: d.u64()?,
         })
     }
+}
+
+/// The u64 of a `usage` or `quarantine` row, as [`Change`] carries it.
+pub(crate) fn u64_value(v: &[u8]) -> Result<u64> {
+    v.try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| Error::Corrupt("a u64 row value is not 8 bytes".into()))
 }
 
 fn check_version(v: u8) -> Result<()> {
@@ -154,7 +200,7 @@ impl ObjectInfo {
         e.0
     }
 
-    fn decode(v: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(v: &[u8]) -> Result<Self> {
         let mut d = Dec(v);
         check_version(d.u8()?)?;
         let id = ContentId(d.id()?);
@@ -240,9 +286,13 @@ pub(crate) fn get_object(
     }
 }
 
+/// Walks the object table's live keys from a start key in byte order until told to stop:
+/// [`crate::store::overlay::View::object_keys_from`].
+pub(crate) type KeysFrom<'a> = dyn Fn(&[u8], &mut dyn FnMut(&[u8]) -> bool) -> Result<()> + 'a;
+
 /// Keys of a bucket in byte order, starting after `after`, at most `limit`.
 pub(crate) fn list_keys(
-    t: &impl ReadableTable<Bytes, Bytes>,
+    keys_from: &KeysFrom<'_>,
     app: &str,
     bucket: &str,
     after: Option<&str>,
@@ -258,18 +308,19 @@ pub(crate) fn list_keys(
         None => prefix.clone(),
     };
     let mut out = Vec::new();
-    for item in t
-        .range(start.as_slice()..)
-        .map_err(crate::store::meta_err)?
-    {
-        let (k, _) = item.map_err(crate::store::meta_err)?;
-        let k = k.value();
+    let mut bad = false;
+    keys_from(&start, &mut |k| {
         if !k.starts_with(&prefix) || out.len() >= limit {
-            break;
+            return false;
         }
-        let name = std::str::from_utf8(&k[prefix.len()..])
-            .map_err(|_| Error::Corrupt("object key is not UTF-8".into()))?;
-        out.push(name.to_string());
+        match std::str::from_utf8(&k[prefix.len()..]) {
+            Ok(name) => out.push(name.to_string()),
+            Err(_) => bad = true,
+        }
+        !bad
+    })?;
+    if bad {
+        return Err(Error::Corrupt("object key is not UTF-8".into()));
     }
     Ok(out)
 }
@@ -277,7 +328,7 @@ pub(crate) fn list_keys(
 /// Names of the app's buckets that hold at least one object, in byte order, after `after`,
 /// at most `limit`. Skips from one bucket to the next without reading its keys.
 pub(crate) fn list_buckets(
-    t: &impl ReadableTable<Bytes, Bytes>,
+    keys_from: &KeysFrom<'_>,
     app: &str,
     after: Option<&str>,
     limit: usize,
@@ -292,10 +343,12 @@ pub(crate) fn list_buckets(
         if out.len() >= limit {
             break;
         }
-        let mut range = t.range(from.as_slice()..).map_err(crate::store::meta_err)?;
-        let Some(item) = range.next() else { break };
-        let (k, _) = item.map_err(crate::store::meta_err)?;
-        let k = k.value();
+        let mut first = None;
+        keys_from(&from, &mut |k| {
+            first = Some(k.to_vec());
+            false
+        })?;
+        let Some(k) = first else { break };
         if !k.starts_with(&app_prefix) {
             break;
         }
@@ -333,13 +386,16 @@ pub(crate) enum Hold {
     Key,
 }
 
-/// The write side: all tables of one write transaction.
+/// The write side: all tables of one write transaction. Read the tables directly; change
+/// them only through the methods, which record every change in `changes` for the metadata
+/// log and the readers' overlay.
 pub(crate) struct Tx<'t> {
     pub content: redb::Table<'t, Bytes, Bytes>,
     pub refs: redb::Table<'t, Bytes, Bytes>,
     pub usage: redb::Table<'t, &'static str, u64>,
     pub objects: redb::Table<'t, Bytes, Bytes>,
     pub quarantine: redb::Table<'t, Bytes, u64>,
+    pub changes: Vec<Change>,
 }
 
 /// What releasing a hold did.
@@ -350,7 +406,75 @@ pub(crate) struct Released {
     pub garbage: Option<ContentMeta>,
 }
 
-impl Tx<'_> {
+impl<'t> Tx<'t> {
+    /// Opens every table of `txn`.
+    pub fn open(txn: &'t redb::WriteTransaction) -> Result<Tx<'t>> {
+        Ok(Tx {
+            content: txn.open_table(CONTENT).map_err(crate::store::meta_err)?,
+            refs: txn.open_table(REFS).map_err(crate::store::meta_err)?,
+            usage: txn.open_table(USAGE).map_err(crate::store::meta_err)?,
+            objects: txn.open_table(OBJECTS).map_err(crate::store::meta_err)?,
+            quarantine: txn.open_table(QUARANTINE).map_err(crate::store::meta_err)?,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Writes a row (`Some`) or removes it (`None`) without recording the change: replaying
+    /// the metadata log or the overlay.
+    pub fn apply(&mut self, c: &Change) -> Result<()> {
+        let e = crate::store::meta_err;
+        let k = c.key.as_slice();
+        match (c.table, c.value.as_deref()) {
+            (Table::Content, Some(v)) => drop(self.content.insert(k, v).map_err(e)?),
+            (Table::Content, None) => drop(self.content.remove(k).map_err(e)?),
+            (Table::Refs, Some(v)) => drop(self.refs.insert(k, v).map_err(e)?),
+            (Table::Refs, None) => drop(self.refs.remove(k).map_err(e)?),
+            (Table::Objects, Some(v)) => drop(self.objects.insert(k, v).map_err(e)?),
+            (Table::Objects, None) => drop(self.objects.remove(k).map_err(e)?),
+            (Table::Usage, v) => {
+                let app = std::str::from_utf8(k)
+                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
+                match v {
+                    Some(v) => drop(self.usage.insert(app, u64_value(v)?).map_err(e)?),
+                    None => drop(self.usage.remove(app).map_err(e)?),
+                }
+            }
+            (Table::Quarantine, Some(v)) => {
+                drop(self.quarantine.insert(k, u64_value(v)?).map_err(e)?)
+            }
+            (Table::Quarantine, None) => drop(self.quarantine.remove(k).map_err(e)?),
+        }
+        Ok(())
+    }
+
+    /// Applies and records a change.
+    fn change(&mut self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
+        let c = Change {
+            table,
+            key: key.to_vec(),
+            value,
+        };
+        self.apply(&c)?;
+        self.changes.push(c);
+        Ok(())
+    }
+
+    pub fn set_content(&mut self, id: &ContentId, c: &ContentMeta) -> Result<()> {
+        self.change(Table::Content, &id.0, Some(c.encode()))
+    }
+
+    pub fn set_quarantine(&mut self, id: &ContentId, since_ms: u64) -> Result<()> {
+        let v = since_ms.to_le_bytes().to_vec();
+        self.change(Table::Quarantine, &id.0, Some(v))
+    }
+
+    pub fn remove_quarantine(&mut self, id: &ContentId) -> Result<()> {
+        if is_quarantined(&self.quarantine, id)? {
+            self.change(Table::Quarantine, &id.0, None)?;
+        }
+        Ok(())
+    }
+
     fn add_usage(&mut self, app: &str, delta: i128) -> Result<()> {
         let cur = self
             .usage
@@ -358,14 +482,8 @@ impl Tx<'_> {
             .map_err(crate::store::meta_err)?
             .map_or(0, |v| v.value());
         let new = (cur as i128 + delta).max(0) as u64;
-        if new == 0 {
-            self.usage.remove(app).map_err(crate::store::meta_err)?;
-        } else {
-            self.usage
-                .insert(app, new)
-                .map_err(crate::store::meta_err)?;
-        }
-        Ok(())
+        let value = (new != 0).then(|| new.to_le_bytes().to_vec());
+        self.change(Table::Usage, app.as_bytes(), value)
     }
 
     /// Takes a hold for `app` on `id`. `new` is the content to record if it is not stored yet.
@@ -394,12 +512,8 @@ impl Tx<'_> {
             Hold::Direct => r.direct = true,
             Hold::Key => r.keys += 1,
         }
-        self.content
-            .insert(id.0.as_slice(), content.encode().as_slice())
-            .map_err(crate::store::meta_err)?;
-        self.refs
-            .insert(ref_key(app, id).as_slice(), r.encode().as_slice())
-            .map_err(crate::store::meta_err)?;
+        self.set_content(id, &content)?;
+        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()))?;
         Ok(charged)
     }
 
@@ -413,33 +527,23 @@ impl Tx<'_> {
         }
         let rk = ref_key(app, id);
         if r.direct || r.keys > 0 {
-            self.refs
-                .insert(rk.as_slice(), r.encode().as_slice())
-                .map_err(crate::store::meta_err)?;
+            self.change(Table::Refs, &rk, Some(r.encode()))?;
             return Ok(Released {
                 freed: 0,
                 garbage: None,
             });
         }
-        self.refs
-            .remove(rk.as_slice())
-            .map_err(crate::store::meta_err)?;
+        self.change(Table::Refs, &rk, None)?;
         let mut content = get_content(&self.content, id)?
             .ok_or_else(|| Error::Corrupt(format!("{id} referenced but not stored")))?;
         self.add_usage(app, -(content.size as i128))?;
         content.refcount = content.refcount.saturating_sub(1);
         let garbage = if content.refcount == 0 {
-            self.content
-                .remove(id.0.as_slice())
-                .map_err(crate::store::meta_err)?;
-            self.quarantine
-                .remove(id.0.as_slice())
-                .map_err(crate::store::meta_err)?;
+            self.change(Table::Content, &id.0, None)?;
+            self.remove_quarantine(id)?;
             Some(content)
         } else {
-            self.content
-                .insert(id.0.as_slice(), content.encode().as_slice())
-                .map_err(crate::store::meta_err)?;
+            self.set_content(id, &content)?;
             None
         };
         Ok(Released {
@@ -496,8 +600,7 @@ impl Tx<'_> {
 
     /// Removes the named object stored under table key `key` (from [`Tx::app_objects`]).
     pub fn remove_object_key(&mut self, key: &[u8]) -> Result<()> {
-        self.objects.remove(key).map_err(crate::store::meta_err)?;
-        Ok(())
+        self.change(Table::Objects, key, None)
     }
 
     /// Drops every hold `app` has on `id` at once (purge): like releasing the last one.
@@ -514,20 +617,22 @@ impl Tx<'_> {
         } else {
             r.keys = 1;
         }
-        self.refs
-            .insert(ref_key(app, id).as_slice(), r.encode().as_slice())
-            .map_err(crate::store::meta_err)?;
+        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()))?;
         let hold = if r.direct { Hold::Direct } else { Hold::Key };
         self.release_hold(app, id, hold)
     }
 
     /// Removes `app`'s usage row; returns what it said (0 when there was none).
     pub fn clear_usage(&mut self, app: &str) -> Result<u64> {
-        Ok(self
+        let cur = self
             .usage
-            .remove(app)
+            .get(app)
             .map_err(crate::store::meta_err)?
-            .map_or(0, |v| v.value()))
+            .map_or(0, |v| v.value());
+        if cur != 0 {
+            self.change(Table::Usage, app.as_bytes(), None)?;
+        }
+        Ok(cur)
     }
 
     /// Stores the named object; returns the one it replaced.
@@ -538,12 +643,13 @@ impl Tx<'_> {
         key: &str,
         info: &ObjectInfo,
     ) -> Result<Option<ObjectInfo>> {
-        let k = object_key(app, bucket, key);
-        let old = self
-            .objects
-            .insert(k.as_slice(), info.encode().as_slice())
-            .map_err(crate::store::meta_err)?;
-        old.map(|v| ObjectInfo::decode(v.value())).transpose()
+        let old = self.get_object(app, bucket, key)?;
+        self.change(
+            Table::Objects,
+            &object_key(app, bucket, key),
+            Some(info.encode()),
+        )?;
+        Ok(old)
     }
 
     /// The named object, read inside this transaction.
@@ -558,12 +664,11 @@ impl Tx<'_> {
         bucket: &str,
         key: &str,
     ) -> Result<Option<ObjectInfo>> {
-        let k = object_key(app, bucket, key);
-        let old = self
-            .objects
-            .remove(k.as_slice())
-            .map_err(crate::store::meta_err)?;
-        old.map(|v| ObjectInfo::decode(v.value())).transpose()
+        let old = self.get_object(app, bucket, key)?;
+        if old.is_some() {
+            self.change(Table::Objects, &object_key(app, bucket, key), None)?;
+        }
+        Ok(old)
     }
 }
 

@@ -2,7 +2,7 @@
 //! exact quotas and crash-safe durability. See docs/blob-store-design.md for the format.
 //!
 //! Layout of a data directory: `FORMAT` (version header), `meta.redb` (metadata, [`meta`]),
-//! `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
+//! `meta.wal` (metadata changes not yet committed to `meta.redb`, [`wal`]), `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
 //! [`chunked`]), `tmp/` (writes in progress). Writers stream on the caller's thread; every
 //! metadata change goes through one committer thread ([`commit`]) that group-commits.
 //!
@@ -17,6 +17,7 @@ mod error;
 mod id;
 mod meta;
 mod metadb;
+mod overlay;
 mod purge;
 mod quota;
 mod read;
@@ -24,6 +25,7 @@ mod read;
 mod remote;
 mod scrub;
 mod volume;
+mod wal;
 mod write;
 
 #[cfg(test)]
@@ -38,9 +40,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redb::{Database, ReadableTable};
+
+use overlay::Overlay;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub use compact::CompactReport;
@@ -83,6 +88,11 @@ pub struct StoreConfig {
     pub default_quota: u64,
     /// Most changes committed in one metadata transaction.
     pub max_batch: usize,
+    /// Time between commits of the metadata database; changes in between are durable in the
+    /// metadata log and replayed from it after a crash.
+    pub checkpoint: Duration,
+    /// Size of the metadata log file; a checkpoint runs early when it fills.
+    pub wal_bytes: u64,
 }
 
 impl StoreConfig {
@@ -97,6 +107,12 @@ impl StoreConfig {
         }
         if self.chunk_size == 0 {
             return bad("chunk_size must be positive".into());
+        }
+        if self.checkpoint.is_zero() {
+            return bad("meta_checkpoint_interval must be positive".into());
+        }
+        if self.wal_bytes < 1 << 20 {
+            return bad("meta_log_size must be at least 1MiB".into());
         }
         let min_volume = volume::VOLUME_HEADER_LEN + volume::RECORD_HEADER_LEN + self.small_max;
         if self.volume_max < min_volume {
@@ -117,6 +133,8 @@ impl Default for StoreConfig {
             max_object: 5 << 30,
             default_quota: 100 << 30,
             max_batch: 1024,
+            checkpoint: Duration::from_millis(100),
+            wal_bytes: wal::DEFAULT_CAPACITY,
         }
     }
 }
@@ -181,6 +199,8 @@ pub(crate) struct Inner {
     config: StoreConfig,
     paths: Paths,
     db: Arc<MetaDb>,
+    /// Metadata changes not yet in a database commit: every reader looks here first.
+    overlay: Arc<Overlay>,
     volumes: Arc<Volumes>,
     quotas: Arc<Quotas>,
     tx: Mutex<Option<Sender<commit::Request>>>,
@@ -264,7 +284,11 @@ impl Store {
         txn.open_table(meta::USAGE).map_err(meta_err)?;
         txn.open_table(meta::OBJECTS).map_err(meta_err)?;
         txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
+        txn.open_table(meta::STATE).map_err(meta_err)?;
         txn.commit().map_err(meta_err)?;
+        // Changes acknowledged after the last database commit are in the log: replay them
+        // before anything reads the metadata.
+        let wal = wal::recover(&*db.get()?, &paths.root.join("meta.wal"), config.wal_bytes)?;
 
         let (used, ends, files, remote_nonces) = scan_metadata(&*db.get()?)?;
         #[cfg(feature = "s3")]
@@ -291,6 +315,7 @@ impl Store {
         sweep_orphans(&paths, &files)?;
         let quotas = Quotas::new(config.default_quota, used);
         let db = Arc::new(db);
+        let overlay = Arc::new(Overlay::default());
         let (tx, rx) = mpsc::channel();
         let batches = Arc::new(AtomicU64::new(0));
         let committer = Committer {
@@ -302,6 +327,11 @@ impl Store {
             batches: batches.clone(),
             #[cfg(feature = "s3")]
             remote: remote.clone(),
+            overlay: overlay.clone(),
+            wal,
+            checkpoint_every: config.checkpoint,
+            txn: None,
+            checkpointed: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("blob-committer".into())
@@ -311,6 +341,7 @@ impl Store {
                 config,
                 paths,
                 db,
+                overlay,
                 volumes,
                 quotas,
                 tx: Mutex::new(Some(tx)),
@@ -456,9 +487,17 @@ impl Store {
 
     /// Metadata of the named object.
     pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<ObjectInfo> {
-        let r = self.inner.db.begin_read()?;
-        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
-        meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)
+        self.view().object(app, bucket, key)?.ok_or(Error::NotFound)
+    }
+
+    /// A consistent view of the metadata for point lookups.
+    fn view(&self) -> overlay::View<'_> {
+        self.inner.overlay.view(&self.inner.db)
+    }
+
+    /// The content table as of now, for long scans.
+    pub(crate) fn content_scan(&self) -> Result<overlay::ContentScan> {
+        self.inner.overlay.content_scan(&self.inner.db)
     }
 
     /// Metadata and a reader (of `range`, or everything) of the named object, from one
@@ -470,19 +509,20 @@ impl Store {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, BlobReader)> {
-        let r = self.inner.db.begin_read()?;
-        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
-        let info = meta::get_object(&objects, app, bucket, key)?.ok_or(Error::NotFound)?;
-        let quarantine = r.open_table(meta::QUARANTINE).map_err(meta_err)?;
-        if meta::is_quarantined(&quarantine, &info.id)? {
-            return Err(Error::Corrupt(format!(
-                "{} is quarantined by the scrub",
-                info.id
-            )));
-        }
-        let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
-        let cm = meta::get_content(&content, &info.id)?
-            .ok_or_else(|| Error::Corrupt(format!("object points at missing {}", info.id)))?;
+        let (info, cm) = {
+            let v = self.view();
+            let info = v.object(app, bucket, key)?.ok_or(Error::NotFound)?;
+            if v.quarantined(&info.id)? {
+                return Err(Error::Corrupt(format!(
+                    "{} is quarantined by the scrub",
+                    info.id
+                )));
+            }
+            let cm = v
+                .content(&info.id)?
+                .ok_or_else(|| Error::Corrupt(format!("object points at missing {}", info.id)))?;
+            (info, cm)
+        };
         let reader = self.open_reader(&info.id, cm, range.unwrap_or(0..cm.size))?;
         Ok((info, reader))
     }
@@ -495,9 +535,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.inner.db.begin_read()?;
-        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
-        meta::list_keys(&objects, app, bucket, after, limit)
+        self.view().list_keys(app, bucket, after, limit)
     }
 
     /// Up to `limit` of the app's buckets (those holding at least one key), after `after`.
@@ -507,9 +545,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.inner.db.begin_read()?;
-        let objects = r.open_table(meta::OBJECTS).map_err(meta_err)?;
-        meta::list_buckets(&objects, app, after, limit)
+        self.view().list_buckets(app, after, limit)
     }
 
     /// Marks contents a scrub found corrupt: reads of them fail (never wrong bytes) until the
@@ -559,18 +595,15 @@ impl Store {
     }
 
     fn lookup(&self, app: &str, id: &ContentId) -> Result<ContentMeta> {
-        let r = self.inner.db.begin_read()?;
-        let refs = r.open_table(meta::REFS).map_err(meta_err)?;
+        let v = self.view();
         // Readable by id: content the app holds itself, by id or under one of its keys.
-        if meta::get_ref(&refs, app, id)?.is_none() {
+        if v.app_ref(app, id)?.is_none() {
             return Err(Error::NotFound);
         }
-        let quarantine = r.open_table(meta::QUARANTINE).map_err(meta_err)?;
-        if meta::is_quarantined(&quarantine, id)? {
+        if v.quarantined(id)? {
             return Err(Error::Corrupt(format!("{id} is quarantined by the scrub")));
         }
-        let content = r.open_table(meta::CONTENT).map_err(meta_err)?;
-        meta::get_content(&content, id)?
+        v.content(id)?
             .ok_or_else(|| Error::Corrupt(format!("{id} is referenced but not stored")))
     }
 
@@ -624,8 +657,14 @@ impl Store {
         #[cfg(feature = "s3")]
         if let Some(r) = &self.inner.remote {
             let referenced = || {
-                let r = self.inner.db.begin_read()?;
-                scan_metadata_remote(&r)
+                let mut out = HashSet::new();
+                self.content_scan()?.each(None, |_, cm| {
+                    if let Location::Remote { nonce, .. } = cm.location {
+                        out.insert(nonce);
+                    }
+                    Ok(true)
+                })?;
+                Ok(out)
             };
             return r.sweep(referenced, REMOTE_SWEEP_GRACE);
         }
@@ -634,9 +673,7 @@ impl Store {
 
     #[cfg(test)]
     pub(crate) fn location(&self, id: &ContentId) -> Option<Location> {
-        let r = self.inner.db.begin_read().ok()?;
-        let content = r.open_table(meta::CONTENT).ok()?;
-        meta::get_content(&content, id).ok()?.map(|m| m.location)
+        self.view().content(id).ok()?.map(|m| m.location)
     }
 
     #[cfg(test)]
@@ -749,24 +786,6 @@ fn scan_metadata(db: &Database) -> Result<Scan> {
         }
     }
     Ok((used, ends, files, remote))
-}
-
-/// The bucket objects the metadata of snapshot `r` points at.
-#[cfg(feature = "s3")]
-fn scan_metadata_remote(r: &redb::ReadTransaction) -> Result<HashSet<u64>> {
-    let mut out = HashSet::new();
-    for item in r
-        .open_table(meta::CONTENT)
-        .map_err(meta_err)?
-        .iter()
-        .map_err(meta_err)?
-    {
-        let (_, v) = item.map_err(meta_err)?;
-        if let Location::Remote { nonce, .. } = ContentMeta::decode(v.value())?.location {
-            out.insert(nonce);
-        }
-    }
-    Ok(out)
 }
 
 /// Deletes content files that no metadata points at: renamed in before a crash cut off

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use ring::digest::{Context, SHA256};
 
-use crate::store::meta::{self, ContentMeta};
-use crate::store::{meta_err, ContentId, Error, Result, Store};
+use crate::store::meta::ContentMeta;
+use crate::store::{ContentId, Error, Result, Store};
 
 /// Content ids read per metadata transaction.
 const PAGE: usize = 256;
@@ -69,28 +69,11 @@ impl Store {
     }
 
     fn content_page(&self, after: Option<&[u8; 32]>) -> Result<Vec<(ContentId, ContentMeta)>> {
-        let r = self.inner.db.begin_read()?;
-        let t = r.open_table(meta::CONTENT).map_err(meta_err)?;
         let mut out = Vec::with_capacity(PAGE);
-        let iter = match after {
-            Some(a) => t.range::<&[u8]>((
-                std::ops::Bound::Excluded(&a[..]),
-                std::ops::Bound::Unbounded,
-            )),
-            None => t.range::<&[u8]>(..),
-        }
-        .map_err(meta_err)?;
-        for item in iter {
-            let (k, v) = item.map_err(meta_err)?;
-            let key: [u8; 32] = k
-                .value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("content key is not 32 bytes".into()))?;
-            out.push((ContentId(key), ContentMeta::decode(v.value())?));
-            if out.len() >= PAGE {
-                break;
-            }
-        }
+        self.content_scan()?.each(after, |id, cm| {
+            out.push((id, cm));
+            Ok(out.len() < PAGE)
+        })?;
         Ok(out)
     }
 

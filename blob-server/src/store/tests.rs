@@ -25,6 +25,10 @@ pub(super) fn cfg() -> StoreConfig {
         max_object: 1 << 30,
         default_quota: 1 << 40,
         max_batch: 1024,
+        // Frequent checkpoints and a small log, so tests cross both often: reads over the
+        // overlay, replay after a kill, and a full log forcing a checkpoint.
+        checkpoint: std::time::Duration::from_millis(50),
+        wal_bytes: 1 << 20,
     }
 }
 
