@@ -69,9 +69,9 @@ pub struct Config {
     /// A volume file takes no more appends past this size.
     pub volume_max: ByteSize,
     /// Time between commits of the metadata database; changes in between are durable in
-    /// the metadata log (`meta.wal`) and replayed from it after a crash.
+    /// the metadata log (`meta-0.wal`, `meta-1.wal`) and replayed from it after a crash.
     pub meta_checkpoint_interval: HumanDuration,
-    /// Size of the metadata log file, allocated up front; a commit runs early when it fills.
+    /// Size of each of the two metadata log files, allocated up front.
     pub meta_log_size: ByteSize,
     /// Time between background scrubs, which read every stored content back and verify it
     /// ("0s" disables them). The first runs one interval after start.

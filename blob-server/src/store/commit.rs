@@ -15,17 +15,16 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::WriteTransaction;
-
+use crate::store::checkpoint::Checkpointer;
 use crate::store::chunked::TempFile;
-use crate::store::meta::{self, Change, ContentMeta, Hold, Location, ObjectInfo, Tx};
+use crate::store::meta::{Change, ContentMeta, Hold, Location, ObjectInfo, Tx};
 use crate::store::metadb::MetaDb;
 use crate::store::overlay::Overlay;
 use crate::store::quota::{Quotas, Reservation};
 use crate::store::volume::Volumes;
 use crate::store::wal::Wal;
 use crate::store::write::Condition;
-use crate::store::{meta_err, sync_dir, ContentId, Error, Paths, Result};
+use crate::store::{sync_dir, ContentId, Error, Paths, Result};
 
 /// Where a writer left new content before the commit.
 pub(crate) enum Staged {
@@ -163,18 +162,20 @@ pub(crate) struct Committer {
     /// The bucket new content goes to, if any.
     #[cfg(feature = "s3")]
     pub remote: Option<Arc<crate::store::remote::Remote>>,
-    /// Changes made durable by the log but not yet by a database commit, for readers.
+    /// Changes made durable by the log but not yet by a database commit.
     pub overlay: Arc<Overlay>,
     pub wal: Wal,
-    /// Time between database commits (checkpoints).
+    /// Writes frozen overlay layers into the database.
+    pub checkpointer: Checkpointer,
+    /// Time between checkpoints.
     pub checkpoint_every: Duration,
-    /// The open write transaction: the last commit plus everything in `overlay`, plus the
-    /// batch being applied. `None` after a commit or a failure; the next batch begins a new
-    /// one and re-applies the overlay.
-    pub txn: Option<WriteTransaction>,
-    /// When the last checkpoint ran.
+    /// When the last checkpoint began.
     pub checkpointed: Instant,
 }
+
+/// How long a writer waits for a running checkpoint when the metadata log is full before its
+/// change fails.
+const FULL_LOG_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Per-batch bookkeeping of effects that happen around the transaction.
 #[derive(Default)]
@@ -257,9 +258,7 @@ impl Committer {
             let (mut batch, mut failed) = match synced.recv_timeout(self.checkpoint_every) {
                 Ok(b) => b,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.dirty() {
-                        self.checkpoint();
-                    }
+                    self.checkpoint();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -283,71 +282,45 @@ impl Committer {
             }
         }
         let _ = syncer.join();
-        if self.dirty() {
-            self.checkpoint();
-        }
+        // Everything acknowledged goes into the database before the store closes.
+        self.checkpointer.wait(Duration::MAX);
+        self.checkpoint();
+        self.checkpointer.finish();
     }
 
-    /// Whether anything is not yet in a database commit.
-    fn dirty(&self) -> bool {
-        self.txn.is_some() || !self.overlay.is_empty()
-    }
-
-    /// A new write transaction holding everything acknowledged: the overlay re-applied over
-    /// the last commit.
-    fn begin(&self) -> Result<WriteTransaction> {
-        let txn = self.db.get()?.begin_write().map_err(meta_err)?;
-        let changes = self.overlay.changes();
-        if !changes.is_empty() {
-            let mut tx = Tx::open(&txn)?;
-            for c in &changes {
-                tx.apply(c)?;
-            }
-        }
-        Ok(txn)
-    }
-
-    /// Commits the open transaction durably with the log's next generation, so every record
-    /// written so far is obsolete; then readers read it all from the database and the log
-    /// starts over. On failure everything stays in the overlay and the log, for the next try.
+    /// Freezes the active layer and has the checkpointer commit it, unless a checkpoint is
+    /// still running or nothing changed. The log moves on to the next generation.
     fn checkpoint(&mut self) {
         self.checkpointed = Instant::now();
-        if let Err(e) = self.try_checkpoint() {
-            tracing::error!(error = %e, "metadata checkpoint failed; retrying later");
+        if self.checkpointer.busy() {
+            return;
+        }
+        if let Some(layer) = self.overlay.freeze() {
+            let next = self.wal.generation() + 1;
+            self.wal.restart(next);
+            self.checkpointer.begin(layer, next);
         }
     }
 
-    fn try_checkpoint(&mut self) -> Result<()> {
-        let txn = match self.txn.take() {
-            Some(t) => t,
-            None => self.begin()?,
-        };
-        let next = self.wal.generation() + 1;
-        {
-            let mut state = txn.open_table(meta::STATE).map_err(meta_err)?;
-            state.insert("wal_gen", next).map_err(meta_err)?;
-        }
-        if let Err(e) = txn.commit() {
-            // redb refuses further writes after a failed commit I/O until reopened.
-            if let Err(re) = self.db.reopen() {
-                tracing::error!(error = %re, "cannot reopen the metadata store");
-            }
-            return Err(meta_err(e));
-        }
-        self.overlay.clear();
-        self.wal.restart(next);
-        Ok(())
-    }
-
-    /// Makes a batch's changes (already in the open transaction) durable, then visible.
+    /// Makes a batch's changes durable in the log, then visible.
     fn make_durable(&mut self, changes: Vec<Change>) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         if !self.wal.append(&changes)? {
-            // The log is full: a checkpoint commits this batch along with the rest.
-            self.checkpointed = Instant::now();
-            return self.try_checkpoint();
+            // This generation's file is full: move to the next one, which needs the running
+            // checkpoint (of the generation before) to have finished.
+            if !self.checkpointer.wait(FULL_LOG_PATIENCE) {
+                return Err(Error::Commit(
+                    "the metadata log is full and the database commit is not finishing".into(),
+                ));
+            }
+            self.checkpoint();
+            if !self.wal.append(&changes)? {
+                return Err(Error::Commit(
+                    "the metadata log cannot take a record".into(),
+                ));
+            }
         }
         self.overlay.publish(changes);
         Ok(())
@@ -360,16 +333,8 @@ impl Committer {
             .apply_all(batch, &failed_volumes, &mut effects, &mut done)
             .and_then(|changes| self.make_durable(changes));
         if let Err(e) = outcome {
+            // Nothing of this batch was published or logged: it just fails.
             tracing::error!(error = %e, "metadata commit failed");
-            // The transaction may hold part of this batch: drop it; the next one re-applies
-            // what was acknowledged (the overlay).
-            self.txn = None;
-            // redb refuses further writes after a failed commit I/O until reopened.
-            if matches!(e, Error::Meta(_) | Error::Commit(_)) {
-                if let Err(re) = self.db.reopen() {
-                    tracing::error!(error = %re, "cannot reopen the metadata store");
-                }
-            }
             for d in done {
                 let result = match d.result {
                     Ok(_) => Err(Error::commit_failed(&e)),
@@ -414,27 +379,17 @@ impl Committer {
         }
     }
 
-    /// Applies a batch to the open transaction; returns the row changes it made.
+    /// Applies a batch over the current metadata; returns the row changes it made.
     fn apply_all(
-        &mut self,
+        &self,
         batch: Vec<Request>,
         failed_volumes: &BTreeMap<u32, bool>,
         effects: &mut Effects,
         done: &mut Vec<Done>,
     ) -> Result<Vec<Change>> {
-        if self.txn.is_none() {
-            match self.begin() {
-                Ok(t) => self.txn = Some(t),
-                Err(e) => return Err(fail_all(batch, done, e)),
-            }
-        }
-        let this = &*self;
-        let txn = this.txn.as_ref().expect("begun above");
         let changes = {
-            let mut tx = match Tx::open(txn) {
-                Ok(tx) => tx,
-                Err(e) => return Err(fail_all(batch, done, e)),
-            };
+            let view = self.overlay.view(&self.db);
+            let mut tx = Tx::new(&view);
             let mut fatal = None;
             for Request { op, reply } in batch {
                 if fatal.is_some() {
@@ -445,7 +400,7 @@ impl Committer {
                     continue;
                 }
                 let app = op.app().to_string();
-                match this.apply(&mut tx, op, failed_volumes, effects) {
+                match self.apply(&mut tx, op, failed_volumes, effects) {
                     Ok((result, reservation)) => {
                         let (result, usage) = match result {
                             Ok((reply, delta)) => (Ok(reply), Some((app, delta))),
@@ -471,7 +426,7 @@ impl Committer {
             effects.unlink.retain(|(id, l)| {
                 *l != Location::File
                     || !matches!(
-                        meta::get_content(&tx.content, id),
+                        tx.get_content(id),
                         Ok(Some(ContentMeta {
                             location: Location::File,
                             ..
@@ -530,10 +485,8 @@ impl Committer {
                     }
                 }
                 let mut new = None;
-                let existing = meta::get_content(&tx.content, &id)?;
-                if let Some(old) =
-                    existing.filter(|_| meta::is_quarantined(&tx.quarantine, &id).unwrap_or(false))
-                {
+                let existing = tx.get_content(&id)?;
+                if let Some(old) = existing.filter(|_| tx.is_quarantined(&id).unwrap_or(false)) {
                     // Fresh bytes for quarantined content: they replace the rotten copy.
                     if let Err(e) = self.repair(tx, &id, old, staged, effects) {
                         return Ok((Err(e), Some(reservation)));
@@ -634,7 +587,7 @@ impl Committer {
                 Ok((Ok((Reply::Purged(step), -(step.bytes as i128))), None))
             }
             Op::Quarantine { id } => {
-                if meta::get_content(&tx.content, &id)?.is_some() {
+                if tx.get_content(&id)?.is_some() {
                     tx.set_quarantine(&id, now_ms())?;
                 }
                 Ok((Ok((Reply::Deleted, 0)), None))
@@ -644,7 +597,7 @@ impl Committer {
                     number: from.0,
                     offset: from.1,
                 };
-                match meta::get_content(&tx.content, &id)? {
+                match tx.get_content(&id)? {
                     Some(mut cm) if cm.location == from => {
                         if failed_volumes.contains_key(&to.0) {
                             let e = Error::Io(std::io::Error::other("volume fsync failed"));
@@ -832,14 +785,6 @@ fn sync_volumes(volumes: &Volumes, batch: &[Request]) -> BTreeMap<u32, bool> {
         }
     }
     failed
-}
-
-/// Answers every request of a batch that could not even start (the caller reports `e`).
-fn fail_all(batch: Vec<Request>, done: &mut Vec<Done>, e: Error) -> Error {
-    for Request { reply, .. } in batch {
-        done.push(Done::failed(reply, Error::commit_failed(&e)));
-    }
-    e
 }
 
 fn now_ms() -> u64 {

@@ -2,7 +2,9 @@
 //! which app holds which content (and how: stored directly and/or named by keys), each app's
 //! usage, and named objects. Only the committer thread writes; readers use snapshots.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
+
+use crate::store::overlay::{Layer, View};
 
 use crate::store::codec::{Dec, Enc};
 use crate::store::{ContentId, Error, Result};
@@ -245,47 +247,6 @@ pub(crate) fn object_key(app: &str, bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
-type Bytes = &'static [u8];
-
-pub(crate) fn get_content(
-    t: &impl ReadableTable<Bytes, Bytes>,
-    id: &ContentId,
-) -> Result<Option<ContentMeta>> {
-    match t.get(id.0.as_slice()).map_err(crate::store::meta_err)? {
-        Some(v) => Ok(Some(ContentMeta::decode(v.value())?)),
-        None => Ok(None),
-    }
-}
-
-pub(crate) fn get_ref(
-    t: &impl ReadableTable<Bytes, Bytes>,
-    app: &str,
-    id: &ContentId,
-) -> Result<Option<AppRef>> {
-    match t
-        .get(ref_key(app, id).as_slice())
-        .map_err(crate::store::meta_err)?
-    {
-        Some(v) => Ok(Some(AppRef::decode(v.value())?)),
-        None => Ok(None),
-    }
-}
-
-pub(crate) fn get_object(
-    t: &impl ReadableTable<Bytes, Bytes>,
-    app: &str,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<ObjectInfo>> {
-    match t
-        .get(object_key(app, bucket, key).as_slice())
-        .map_err(crate::store::meta_err)?
-    {
-        Some(v) => Ok(Some(ObjectInfo::decode(v.value())?)),
-        None => Ok(None),
-    }
-}
-
 /// Walks the object table's live keys from a start key in byte order until told to stop:
 /// [`crate::store::overlay::View::object_keys_from`].
 pub(crate) type KeysFrom<'a> = dyn Fn(&[u8], &mut dyn FnMut(&[u8]) -> bool) -> Result<()> + 'a;
@@ -372,13 +333,6 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Whether a scrub found `id`'s stored bytes corrupt.
-pub(crate) fn is_quarantined(t: &impl ReadableTable<Bytes, u64>, id: &ContentId) -> Result<bool> {
-    Ok(t.get(id.0.as_slice())
-        .map_err(crate::store::meta_err)?
-        .is_some())
-}
-
 /// How an app takes or drops a hold on content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -386,16 +340,39 @@ pub(crate) enum Hold {
     Key,
 }
 
-/// The write side: all tables of one write transaction. Read the tables directly; change
-/// them only through the methods, which record every change in `changes` for the metadata
-/// log and the readers' overlay.
-pub(crate) struct Tx<'t> {
-    pub content: redb::Table<'t, Bytes, Bytes>,
-    pub refs: redb::Table<'t, Bytes, Bytes>,
-    pub usage: redb::Table<'t, &'static str, u64>,
-    pub objects: redb::Table<'t, Bytes, Bytes>,
-    pub quarantine: redb::Table<'t, Bytes, u64>,
-    pub changes: Vec<Change>,
+/// Writes rows into redb, in the tables' key order: a frozen overlay layer (the
+/// checkpointer) or the metadata log's records (replay at open).
+pub(crate) fn write_rows<'r>(
+    txn: &redb::WriteTransaction,
+    rows: impl IntoIterator<Item = (Table, &'r [u8], Option<&'r [u8]>)>,
+) -> Result<()> {
+    use crate::store::meta_err as e;
+    let mut content = txn.open_table(CONTENT).map_err(e)?;
+    let mut refs = txn.open_table(REFS).map_err(e)?;
+    let mut usage = txn.open_table(USAGE).map_err(e)?;
+    let mut objects = txn.open_table(OBJECTS).map_err(e)?;
+    let mut quarantine = txn.open_table(QUARANTINE).map_err(e)?;
+    for (table, k, v) in rows {
+        match (table, v) {
+            (Table::Content, Some(v)) => drop(content.insert(k, v).map_err(e)?),
+            (Table::Content, None) => drop(content.remove(k).map_err(e)?),
+            (Table::Refs, Some(v)) => drop(refs.insert(k, v).map_err(e)?),
+            (Table::Refs, None) => drop(refs.remove(k).map_err(e)?),
+            (Table::Objects, Some(v)) => drop(objects.insert(k, v).map_err(e)?),
+            (Table::Objects, None) => drop(objects.remove(k).map_err(e)?),
+            (Table::Usage, v) => {
+                let app = std::str::from_utf8(k)
+                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
+                match v {
+                    Some(v) => drop(usage.insert(app, u64_value(v)?).map_err(e)?),
+                    None => drop(usage.remove(app).map_err(e)?),
+                }
+            }
+            (Table::Quarantine, Some(v)) => drop(quarantine.insert(k, u64_value(v)?).map_err(e)?),
+            (Table::Quarantine, None) => drop(quarantine.remove(k).map_err(e)?),
+        }
+    }
+    Ok(())
 }
 
 /// What releasing a hold did.
@@ -406,57 +383,61 @@ pub(crate) struct Released {
     pub garbage: Option<ContentMeta>,
 }
 
-impl<'t> Tx<'t> {
-    /// Opens every table of `txn`.
-    pub fn open(txn: &'t redb::WriteTransaction) -> Result<Tx<'t>> {
-        Ok(Tx {
-            content: txn.open_table(CONTENT).map_err(crate::store::meta_err)?,
-            refs: txn.open_table(REFS).map_err(crate::store::meta_err)?,
-            usage: txn.open_table(USAGE).map_err(crate::store::meta_err)?,
-            objects: txn.open_table(OBJECTS).map_err(crate::store::meta_err)?,
-            quarantine: txn.open_table(QUARANTINE).map_err(crate::store::meta_err)?,
+/// The committer's side of one batch: reads see the batch's own changes (`pending`) over the
+/// overlay over the database ([`View`]); every change is recorded in `changes`, in order,
+/// for the metadata log, and becomes visible to others only when the committer publishes it.
+pub(crate) struct Tx<'v> {
+    view: &'v View<'v>,
+    pending: Layer,
+    pub changes: Vec<Change>,
+}
+
+impl<'v> Tx<'v> {
+    pub fn new(view: &'v View<'v>) -> Tx<'v> {
+        Tx {
+            view,
+            pending: Default::default(),
             changes: Vec::new(),
-        })
-    }
-
-    /// Writes a row (`Some`) or removes it (`None`) without recording the change: replaying
-    /// the metadata log or the overlay.
-    pub fn apply(&mut self, c: &Change) -> Result<()> {
-        let e = crate::store::meta_err;
-        let k = c.key.as_slice();
-        match (c.table, c.value.as_deref()) {
-            (Table::Content, Some(v)) => drop(self.content.insert(k, v).map_err(e)?),
-            (Table::Content, None) => drop(self.content.remove(k).map_err(e)?),
-            (Table::Refs, Some(v)) => drop(self.refs.insert(k, v).map_err(e)?),
-            (Table::Refs, None) => drop(self.refs.remove(k).map_err(e)?),
-            (Table::Objects, Some(v)) => drop(self.objects.insert(k, v).map_err(e)?),
-            (Table::Objects, None) => drop(self.objects.remove(k).map_err(e)?),
-            (Table::Usage, v) => {
-                let app = std::str::from_utf8(k)
-                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
-                match v {
-                    Some(v) => drop(self.usage.insert(app, u64_value(v)?).map_err(e)?),
-                    None => drop(self.usage.remove(app).map_err(e)?),
-                }
-            }
-            (Table::Quarantine, Some(v)) => {
-                drop(self.quarantine.insert(k, u64_value(v)?).map_err(e)?)
-            }
-            (Table::Quarantine, None) => drop(self.quarantine.remove(k).map_err(e)?),
         }
-        Ok(())
     }
 
-    /// Applies and records a change.
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending[table as usize].get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.get(table, key),
+        }
+    }
+
+    /// Records a change: `Some` writes the row, `None` removes it.
     fn change(&mut self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
-        let c = Change {
+        self.pending[table as usize].insert(key.to_vec(), value.clone());
+        self.changes.push(Change {
             table,
             key: key.to_vec(),
             value,
-        };
-        self.apply(&c)?;
-        self.changes.push(c);
+        });
         Ok(())
+    }
+
+    pub fn get_content(&self, id: &ContentId) -> Result<Option<ContentMeta>> {
+        self.row(Table::Content, &id.0)?
+            .map(|v| ContentMeta::decode(&v))
+            .transpose()
+    }
+
+    fn get_ref(&self, app: &str, id: &ContentId) -> Result<Option<AppRef>> {
+        self.row(Table::Refs, &ref_key(app, id))?
+            .map(|v| AppRef::decode(&v))
+            .transpose()
+    }
+
+    pub fn is_quarantined(&self, id: &ContentId) -> Result<bool> {
+        Ok(self.row(Table::Quarantine, &id.0)?.is_some())
+    }
+
+    fn usage(&self, app: &str) -> Result<u64> {
+        self.row(Table::Usage, app.as_bytes())?
+            .map_or(Ok(0), |v| u64_value(&v))
     }
 
     pub fn set_content(&mut self, id: &ContentId, c: &ContentMeta) -> Result<()> {
@@ -469,19 +450,14 @@ impl<'t> Tx<'t> {
     }
 
     pub fn remove_quarantine(&mut self, id: &ContentId) -> Result<()> {
-        if is_quarantined(&self.quarantine, id)? {
+        if self.is_quarantined(id)? {
             self.change(Table::Quarantine, &id.0, None)?;
         }
         Ok(())
     }
 
     fn add_usage(&mut self, app: &str, delta: i128) -> Result<()> {
-        let cur = self
-            .usage
-            .get(app)
-            .map_err(crate::store::meta_err)?
-            .map_or(0, |v| v.value());
-        let new = (cur as i128 + delta).max(0) as u64;
+        let new = (self.usage(app)? as i128 + delta).max(0) as u64;
         let value = (new != 0).then(|| new.to_le_bytes().to_vec());
         self.change(Table::Usage, app.as_bytes(), value)
     }
@@ -495,11 +471,11 @@ impl<'t> Tx<'t> {
         hold: Hold,
         new: Option<ContentMeta>,
     ) -> Result<u64> {
-        let mut content = match get_content(&self.content, id)? {
+        let mut content = match self.get_content(id)? {
             Some(c) => c,
             None => new.ok_or_else(|| Error::Corrupt("content vanished before commit".into()))?,
         };
-        let mut r = get_ref(&self.refs, app, id)?;
+        let mut r = self.get_ref(app, id)?;
         let mut charged = 0;
         if r.is_none() {
             content.refcount += 1;
@@ -519,7 +495,7 @@ impl<'t> Tx<'t> {
 
     /// Drops one hold; `NotFound` if the app has no such hold.
     pub fn release_hold(&mut self, app: &str, id: &ContentId, hold: Hold) -> Result<Released> {
-        let mut r = get_ref(&self.refs, app, id)?.ok_or(Error::NotFound)?;
+        let mut r = self.get_ref(app, id)?.ok_or(Error::NotFound)?;
         match hold {
             Hold::Direct if r.direct => r.direct = false,
             Hold::Key if r.keys > 0 => r.keys -= 1,
@@ -534,7 +510,8 @@ impl<'t> Tx<'t> {
             });
         }
         self.change(Table::Refs, &rk, None)?;
-        let mut content = get_content(&self.content, id)?
+        let mut content = self
+            .get_content(id)?
             .ok_or_else(|| Error::Corrupt(format!("{id} referenced but not stored")))?;
         self.add_usage(app, -(content.size as i128))?;
         content.refcount = content.refcount.saturating_sub(1);
@@ -552,50 +529,49 @@ impl<'t> Tx<'t> {
         })
     }
 
+    /// Up to `limit` live rows of `table` whose keys start with `prefix`, in key order.
+    fn prefixed(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.view.rows_from(
+            table,
+            prefix,
+            Some(&self.pending[table as usize]),
+            |k, v| {
+                if out.len() >= limit || !k.starts_with(prefix) {
+                    return Ok(false);
+                }
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            },
+        )?;
+        Ok(out)
+    }
+
     /// Up to `limit` named objects of `app` (any bucket), in key order: (table key, object).
     pub fn app_objects(&self, app: &str, limit: usize) -> Result<Vec<(Vec<u8>, ObjectInfo)>> {
-        let prefix = app_prefix(app);
-        let mut out = Vec::new();
-        for item in self
-            .objects
-            .range(prefix.as_slice()..)
-            .map_err(crate::store::meta_err)?
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(crate::store::meta_err)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push((k.value().to_vec(), ObjectInfo::decode(v.value())?));
-        }
-        Ok(out)
+        self.prefixed(Table::Objects, &app_prefix(app), limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, ObjectInfo::decode(&v)?)))
+            .collect()
     }
 
     /// Up to `limit` content ids `app` holds, in key order, with how it holds them.
     pub fn app_refs(&self, app: &str, limit: usize) -> Result<Vec<(ContentId, AppRef)>> {
         let prefix = app_prefix(app);
-        let mut out = Vec::new();
-        for item in self
-            .refs
-            .range(prefix.as_slice()..)
-            .map_err(crate::store::meta_err)?
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(crate::store::meta_err)?;
-            let k = k.value();
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id: [u8; 32] = k[prefix.len()..]
-                .try_into()
-                .map_err(|_| Error::Corrupt("ref key is not app + 32 bytes".into()))?;
-            out.push((ContentId(id), AppRef::decode(v.value())?));
-        }
-        Ok(out)
+        self.prefixed(Table::Refs, &prefix, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id: [u8; 32] = k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("ref key is not app + 32 bytes".into()))?;
+                Ok((ContentId(id), AppRef::decode(&v)?))
+            })
+            .collect()
     }
 
     /// Removes the named object stored under table key `key` (from [`Tx::app_objects`]).
@@ -605,7 +581,7 @@ impl<'t> Tx<'t> {
 
     /// Drops every hold `app` has on `id` at once (purge): like releasing the last one.
     pub fn drop_ref(&mut self, app: &str, id: &ContentId) -> Result<Released> {
-        let Some(mut r) = get_ref(&self.refs, app, id)? else {
+        let Some(mut r) = self.get_ref(app, id)? else {
             return Ok(Released {
                 freed: 0,
                 garbage: None,
@@ -624,11 +600,7 @@ impl<'t> Tx<'t> {
 
     /// Removes `app`'s usage row; returns what it said (0 when there was none).
     pub fn clear_usage(&mut self, app: &str) -> Result<u64> {
-        let cur = self
-            .usage
-            .get(app)
-            .map_err(crate::store::meta_err)?
-            .map_or(0, |v| v.value());
+        let cur = self.usage(app)?;
         if cur != 0 {
             self.change(Table::Usage, app.as_bytes(), None)?;
         }
@@ -652,9 +624,11 @@ impl<'t> Tx<'t> {
         Ok(old)
     }
 
-    /// The named object, read inside this transaction.
+    /// The named object, as this batch sees it.
     pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        get_object(&self.objects, app, bucket, key)
+        self.row(Table::Objects, &object_key(app, bucket, key))?
+            .map(|v| ObjectInfo::decode(&v))
+            .transpose()
     }
 
     /// Removes the named object; returns it.

@@ -2,13 +2,15 @@
 //! exact quotas and crash-safe durability. See docs/blob-store-design.md for the format.
 //!
 //! Layout of a data directory: `FORMAT` (version header), `meta.redb` (metadata, [`meta`]),
-//! `meta.wal` (metadata changes not yet committed to `meta.redb`, [`wal`]), `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
+//! `meta-0.wal`, `meta-1.wal` (metadata changes not yet committed to `meta.redb`, [`wal`]),
+//! `volumes/*.vol` (small objects, [`volume`]), `objects/<xx>/<hex>` (large objects,
 //! [`chunked`]), `tmp/` (writes in progress). Writers stream on the caller's thread; every
 //! metadata change goes through one committer thread ([`commit`]) that group-commits.
 //!
 //! Where content bytes live is the [`Backend`]: this directory (the default), or, with the
 //! cargo feature `s3`, an S3-compatible bucket ([`remote`]) while metadata stays here.
 
+mod checkpoint;
 mod chunked;
 mod codec;
 mod commit;
@@ -288,7 +290,7 @@ impl Store {
         txn.commit().map_err(meta_err)?;
         // Changes acknowledged after the last database commit are in the log: replay them
         // before anything reads the metadata.
-        let wal = wal::recover(&*db.get()?, &paths.root.join("meta.wal"), config.wal_bytes)?;
+        let wal = wal::recover(&*db.get()?, &paths.root, config.wal_bytes)?;
 
         let (used, ends, files, remote_nonces) = scan_metadata(&*db.get()?)?;
         #[cfg(feature = "s3")]
@@ -329,8 +331,12 @@ impl Store {
             remote: remote.clone(),
             overlay: overlay.clone(),
             wal,
+            checkpointer: checkpoint::Checkpointer::start(
+                db.clone(),
+                overlay.clone(),
+                config.checkpoint.max(Duration::from_millis(100)),
+            )?,
             checkpoint_every: config.checkpoint,
-            txn: None,
             checkpointed: Instant::now(),
         };
         let handle = std::thread::Builder::new()
@@ -535,7 +541,14 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        self.view().list_keys(app, bucket, after, limit)
+        let v = self.view();
+        meta::list_keys(
+            &|from, f| v.object_keys_from(from, f),
+            app,
+            bucket,
+            after,
+            limit,
+        )
     }
 
     /// Up to `limit` of the app's buckets (those holding at least one key), after `after`.
@@ -545,7 +558,8 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        self.view().list_buckets(app, after, limit)
+        let v = self.view();
+        meta::list_buckets(&|from, f| v.object_keys_from(from, f), app, after, limit)
     }
 
     /// Marks contents a scrub found corrupt: reads of them fail (never wrong bytes) until the

@@ -1,72 +1,72 @@
-//! What readers see of the metadata: the rows changed since the database's last commit (the
-//! overlay, kept here in memory and in the metadata log, [`crate::store::wal`]) over a redb
-//! read snapshot.
+//! What the committer and the readers see of the metadata: the rows changed since the
+//! database's last commit, in memory (and durable in the metadata log, [`crate::store::wal`]),
+//! over a redb read snapshot.
 //!
-//! The committer publishes each group's changes here once they are durable in the log, and
-//! clears everything after a database commit has made them durable there. A reader holds the
-//! overlay's read lock while it looks rows up and while it begins its snapshot, so a clear
-//! (which waits for the write lock) can never fall between the two: a row missing from the
-//! overlay is in the snapshot, or was never changed since.
+//! Two layers: `active` takes each group of changes once the log has made them durable;
+//! `frozen` is the previous active layer while the checkpointer thread writes it into redb
+//! ([`crate::store::checkpoint`]) and is dropped once that commit is durable. A lookup tries
+//! active, then frozen, then the snapshot. A reader holds the overlay's read lock while it
+//! looks rows up and while it begins its snapshot, so dropping the frozen layer (which waits
+//! for the write lock) can never fall between the two: a row missing from both layers is in
+//! the snapshot, or was never changed since.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard};
-use redb::ReadTransaction;
+use redb::{ReadTransaction, TableDefinition};
 
 use crate::store::meta::{self, AppRef, Change, ContentMeta, ObjectInfo, Table, TABLES};
 use crate::store::metadb::MetaDb;
 use crate::store::{meta_err, ContentId, Error, Result};
 
-/// Changed rows per table: the new value, or `None` for a removed row.
-type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Changed rows of one table: the new value, or `None` for a removed row.
+pub(crate) type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Changed rows of every table.
+pub(crate) type Layer = [Rows; TABLES];
+
+#[derive(Default)]
+struct Layers {
+    active: Layer,
+    frozen: Option<Arc<Layer>>,
+}
 
 #[derive(Default)]
 pub(crate) struct Overlay {
-    tables: RwLock<[Rows; TABLES]>,
+    layers: RwLock<Layers>,
 }
 
 impl Overlay {
-    /// Makes durable changes visible to readers.
+    /// Makes durable changes visible.
     pub fn publish(&self, changes: Vec<Change>) {
-        let mut t = self.tables.write();
+        let mut l = self.layers.write();
         for c in changes {
-            t[c.table as usize].insert(c.key, c.value);
+            l.active[c.table as usize].insert(c.key, c.value);
         }
     }
 
-    /// Forgets every change (the database now holds them all).
-    pub fn clear(&self) {
-        let mut t = self.tables.write();
-        for rows in t.iter_mut() {
-            rows.clear();
+    /// Turns the active layer into the frozen one and returns it, for the checkpointer.
+    /// `None` if a frozen layer is still being written or there is nothing to freeze.
+    pub fn freeze(&self) -> Option<Arc<Layer>> {
+        let mut l = self.layers.write();
+        if l.frozen.is_some() || l.active.iter().all(|r| r.is_empty()) {
+            return None;
         }
+        let frozen = Arc::new(std::mem::take(&mut l.active));
+        l.frozen = Some(frozen.clone());
+        Some(frozen)
     }
 
-    /// Every change held, in table order: what a new write transaction must re-apply.
-    pub fn changes(&self) -> Vec<Change> {
-        let t = self.tables.read();
-        let mut out = Vec::new();
-        for (i, rows) in t.iter().enumerate() {
-            let table = Table::from_u8(i as u8).expect("table index");
-            out.extend(rows.iter().map(|(k, v)| Change {
-                table,
-                key: k.clone(),
-                value: v.clone(),
-            }));
-        }
-        out
+    /// Drops the frozen layer: a durable commit now holds it.
+    pub fn thaw(&self) {
+        self.layers.write().frozen = None;
     }
 
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.tables.read().iter().all(|r| r.is_empty())
-    }
-
-    /// A consistent view for point lookups and listings. Hold it briefly: the committer
-    /// waits for it to publish.
+    /// A consistent view. Hold it briefly: publishing waits for it.
     pub fn view<'a>(&'a self, db: &'a MetaDb) -> View<'a> {
         View {
-            rows: self.tables.read(),
+            layers: self.layers.read(),
             db,
             txn: std::cell::OnceCell::new(),
         }
@@ -75,21 +75,29 @@ impl Overlay {
     /// An owned view of the content table for long scans (compaction, scrub): a copy of its
     /// changed rows and a snapshot taken together.
     pub fn content_scan(&self, db: &MetaDb) -> Result<ContentScan> {
-        let rows = self.tables.read();
+        let l = self.layers.read();
+        let mut rows = l
+            .frozen
+            .as_ref()
+            .map(|f| f[Table::Content as usize].clone())
+            .unwrap_or_default();
+        for (k, v) in &l.active[Table::Content as usize] {
+            rows.insert(k.clone(), v.clone());
+        }
         let txn = db.begin_read()?;
-        Ok(ContentScan {
-            rows: rows[Table::Content as usize].clone(),
-            txn,
-        })
+        Ok(ContentScan { rows, txn })
     }
 }
 
-/// Overlay rows over a snapshot, under the overlay's read lock.
+/// The overlay's layers over a snapshot, under the overlay's read lock.
 pub(crate) struct View<'a> {
-    rows: RwLockReadGuard<'a, [Rows; TABLES]>,
+    layers: RwLockReadGuard<'a, Layers>,
     db: &'a MetaDb,
     txn: std::cell::OnceCell<ReadTransaction>,
 }
+
+/// A byte-keyed, byte-valued table's definition.
+type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 impl View<'_> {
     fn txn(&self) -> Result<&ReadTransaction> {
@@ -100,46 +108,100 @@ impl View<'_> {
         Ok(self.txn.get_or_init(|| t))
     }
 
-    /// The row `key` of a table keyed and valued by bytes.
-    fn get(
-        &self,
-        table: Table,
-        def: redb::TableDefinition<&[u8], &[u8]>,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.rows[table as usize].get(key) {
+    /// The overlay's row `key`, if a layer has it.
+    fn layered(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        let i = table as usize;
+        self.layers.active[i]
+            .get(key)
+            .or_else(|| self.layers.frozen.as_ref().and_then(|f| f[i].get(key)))
+    }
+
+    /// Row `key` of any table, as [`Change`] encodes values.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.layered(table, key) {
             return Ok(v.clone());
         }
-        let t = self.txn()?.open_table(def).map_err(meta_err)?;
-        let v = t.get(key).map_err(meta_err)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        let txn = self.txn()?;
+        let bytes = |def: BytesTable| -> Result<Option<Vec<u8>>> {
+            let t = txn.open_table(def).map_err(meta_err)?;
+            let v = t.get(key).map_err(meta_err)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        };
+        match table {
+            Table::Content => bytes(meta::CONTENT),
+            Table::Refs => bytes(meta::REFS),
+            Table::Objects => bytes(meta::OBJECTS),
+            Table::Usage => {
+                let app = std::str::from_utf8(key)
+                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
+                let t = txn.open_table(meta::USAGE).map_err(meta_err)?;
+                let v = t.get(app).map_err(meta_err)?;
+                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
+            }
+            Table::Quarantine => {
+                let t = txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
+                let v = t.get(key).map_err(meta_err)?;
+                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
+            }
+        }
     }
 
     pub fn content(&self, id: &ContentId) -> Result<Option<ContentMeta>> {
-        self.get(Table::Content, meta::CONTENT, &id.0)?
+        self.get(Table::Content, &id.0)?
             .map(|v| ContentMeta::decode(&v))
             .transpose()
     }
 
     pub fn app_ref(&self, app: &str, id: &ContentId) -> Result<Option<AppRef>> {
-        self.get(Table::Refs, meta::REFS, &meta::ref_key(app, id))?
+        self.get(Table::Refs, &meta::ref_key(app, id))?
             .map(|v| AppRef::decode(&v))
             .transpose()
     }
 
     pub fn object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
         let k = meta::object_key(app, bucket, key);
-        self.get(Table::Objects, meta::OBJECTS, &k)?
+        self.get(Table::Objects, &k)?
             .map(|v| ObjectInfo::decode(&v))
             .transpose()
     }
 
     pub fn quarantined(&self, id: &ContentId) -> Result<bool> {
-        if let Some(v) = self.rows[Table::Quarantine as usize].get(id.0.as_slice()) {
-            return Ok(v.is_some());
+        Ok(self.get(Table::Quarantine, &id.0)?.is_some())
+    }
+
+    /// Visits the live rows of `table` (content, refs or objects) from `from` on, in key
+    /// order, with `pending` (uncommitted changes of the committer's batch) over the layers,
+    /// until `visit` returns `Ok(false)`.
+    pub fn rows_from(
+        &self,
+        table: Table,
+        from: &[u8],
+        pending: Option<&Rows>,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let def = match table {
+            Table::Content => meta::CONTENT,
+            Table::Refs => meta::REFS,
+            Table::Objects => meta::OBJECTS,
+            Table::Usage | Table::Quarantine => {
+                return Err(Error::Corrupt("range scan of a u64 table".into()))
+            }
+        };
+        let t = self.txn()?.open_table(def).map_err(meta_err)?;
+        let below = t.range(from..).map_err(meta_err)?.map(|item| {
+            item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(meta_err)
+        });
+        let i = table as usize;
+        let mut ranges = Vec::with_capacity(3);
+        if let Some(p) = pending {
+            ranges.push(p.range(from.to_vec()..));
         }
-        let t = self.txn()?.open_table(meta::QUARANTINE).map_err(meta_err)?;
-        meta::is_quarantined(&t, id)
+        ranges.push(self.layers.active[i].range(from.to_vec()..));
+        if let Some(f) = &self.layers.frozen {
+            ranges.push(f[i].range(from.to_vec()..));
+        }
+        merge(below, Layered::new(ranges), visit)
     }
 
     /// Visits the live object-table keys from `from` on, in byte order, until `visit` says
@@ -149,45 +211,46 @@ impl View<'_> {
         from: &[u8],
         mut visit: impl FnMut(&[u8]) -> bool,
     ) -> Result<()> {
-        let t = self.txn()?.open_table(meta::OBJECTS).map_err(meta_err)?;
-        let below = t.range(from..).map_err(meta_err)?.map(|item| {
-            item.map(|(k, _)| (k.value().to_vec(), Vec::new()))
-                .map_err(meta_err)
-        });
-        let above = self.rows[Table::Objects as usize].range(from.to_vec()..);
-        merge(below, above, |k, _| Ok(visit(k)))
+        self.rows_from(Table::Objects, from, None, |k, _| Ok(visit(k)))
     }
+}
 
-    /// Up to `limit` keys of `bucket` in byte order, after `after`.
-    pub fn list_keys(
-        &self,
-        app: &str,
-        bucket: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        meta::list_keys(
-            &|from, visit| self.object_keys_from(from, visit),
-            app,
-            bucket,
-            after,
-            limit,
-        )
+/// A range of one overlay table.
+type RowsRange<'o> = std::collections::btree_map::Range<'o, Vec<u8>, Option<Vec<u8>>>;
+
+/// Several overlay ranges merged in key order; on equal keys the earliest range wins.
+struct Layered<'o> {
+    ranges: Vec<std::iter::Peekable<RowsRange<'o>>>,
+}
+
+impl<'o> Layered<'o> {
+    fn new(ranges: Vec<RowsRange<'o>>) -> Self {
+        Layered {
+            ranges: ranges.into_iter().map(Iterator::peekable).collect(),
+        }
     }
+}
 
-    /// Up to `limit` of the app's buckets holding at least one key, after `after`.
-    pub fn list_buckets(
-        &self,
-        app: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        meta::list_buckets(
-            &|from, visit| self.object_keys_from(from, visit),
-            app,
-            after,
-            limit,
-        )
+impl<'o> Iterator for Layered<'o> {
+    type Item = (&'o Vec<u8>, &'o Option<Vec<u8>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, &'o Vec<u8>)> = None;
+        for (i, r) in self.ranges.iter_mut().enumerate() {
+            if let Some(&(k, _)) = r.peek() {
+                if best.is_none_or(|(_, b)| k < b) {
+                    best = Some((i, k));
+                }
+            }
+        }
+        let (winner, key) = best?;
+        let item = self.ranges[winner].next();
+        for r in self.ranges.iter_mut().skip(winner + 1) {
+            if r.peek().is_some_and(|&(k, _)| k == key) {
+                r.next();
+            }
+        }
+        item
     }
 }
 
@@ -274,6 +337,13 @@ fn merge<'o>(
 mod tests {
     use super::*;
 
+    fn rows(items: &[(&str, Option<&str>)]) -> Rows {
+        items
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
     #[test]
     fn merge_prefers_the_overlay_and_hides_removed_rows() {
         let below = vec![
@@ -281,11 +351,12 @@ mod tests {
             (b"b".to_vec(), b"2".to_vec()),
             (b"d".to_vec(), b"4".to_vec()),
         ];
-        let mut above: Rows = BTreeMap::new();
-        above.insert(b"b".to_vec(), None);
-        above.insert(b"c".to_vec(), Some(b"3".to_vec()));
-        above.insert(b"d".to_vec(), Some(b"5".to_vec()));
-        above.insert(b"e".to_vec(), Some(b"6".to_vec()));
+        let above = rows(&[
+            ("b", None),
+            ("c", Some("3")),
+            ("d", Some("5")),
+            ("e", Some("6")),
+        ]);
         let mut seen = Vec::new();
         merge(below.clone().into_iter().map(Ok), above.iter(), |k, v| {
             seen.push((k.to_vec(), v.to_vec()));
@@ -305,5 +376,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn layers_merge_with_the_newest_winning() {
+        let newest = rows(&[("b", Some("new")), ("d", None)]);
+        let middle = rows(&[("a", Some("mid")), ("b", Some("mid")), ("e", Some("mid"))]);
+        let oldest = rows(&[("b", Some("old")), ("c", Some("old")), ("d", Some("old"))]);
+        let got: Vec<(String, Option<String>)> = Layered::new(vec![
+            newest.range::<Vec<u8>, _>(..),
+            middle.range::<Vec<u8>, _>(..),
+            oldest.range::<Vec<u8>, _>(..),
+        ])
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.clone()).unwrap(),
+                v.as_ref().map(|v| String::from_utf8(v.clone()).unwrap()),
+            )
+        })
+        .collect();
+        let want: Vec<(String, Option<String>)> = [
+            ("a", Some("mid")),
+            ("b", Some("new")),
+            ("c", Some("old")),
+            ("d", None),
+            ("e", Some("mid")),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect();
+        assert_eq!(got, want);
     }
 }
