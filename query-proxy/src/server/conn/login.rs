@@ -107,6 +107,17 @@ pub(super) async fn authenticate(
         }
         found
     });
+    admit(client, user, seq, tenant, matched).await
+}
+
+/// The app and the token hash that matched, or an access-denied error sent to the client.
+async fn admit(
+    client: &mut Client,
+    user: &str,
+    seq: u8,
+    tenant: Option<Tenant>,
+    matched: Option<TokenHash>,
+) -> Result<(Tenant, TokenHash, u8), ConnError> {
     match (tenant, matched) {
         (Some(t), Some(h)) => Ok((t, h, seq)),
         _ => {
@@ -138,16 +149,7 @@ async fn caching_sha2_over_tls(
     let matched = tenant
         .as_ref()
         .and_then(|t| t.tokens.iter().find(|h| h.verify(password)).cloned());
-    match (tenant, matched) {
-        (Some(t), Some(h)) => Ok((t, h, seq)),
-        _ => {
-            let refuse = Refuse::Access {
-                user: user.to_owned(),
-            };
-            client.refuse(seq, &refuse).await?;
-            Err(ConnError::Refused(refuse))
-        }
-    }
+    admit(client, user, seq, tenant, matched).await
 }
 
 /// Applies the per-session checks and limits, logs in to the backend as the app, and answers
