@@ -93,7 +93,8 @@ pub struct StoreConfig {
     /// Time between commits of the metadata database; changes in between are durable in the
     /// metadata log and replayed from it after a crash.
     pub checkpoint: Duration,
-    /// Size of the metadata log file; a checkpoint runs early when it fills.
+    /// Size of each of the two metadata log files; when one fills before the checkpoint of
+    /// the other has finished, writers wait for it.
     pub wal_bytes: u64,
 }
 
