@@ -1,11 +1,12 @@
 //! The committer: one thread applies every metadata change, in batches. For each batch it
 //! fsyncs the volumes the batch's small records went to, renames large content files into
-//! place (fsyncing their directories), applies the changes to the redb write transaction it
-//! keeps open, appends them to the metadata log and fdatasyncs it ([`crate::store::wal`]),
-//! shows them to readers ([`crate::store::overlay`]), and only then answers each writer
-//! (group commit). Every checkpoint interval it commits the transaction durably and the log
-//! starts over. Serialising here also makes dedup and garbage collection race-free: whether
-//! content exists is decided inside the transaction that references it.
+//! place (fsyncing their directories), decides the batch's row changes over the current
+//! metadata, appends them to the metadata log and fdatasyncs it ([`crate::store::wal`]), shows
+//! them to readers ([`crate::store::overlay`]), and only then answers each writer (group
+//! commit). Every checkpoint interval it hands the overlay's active layer to the checkpointer
+//! thread, which commits it to redb ([`crate::store::checkpoint`]). Serialising here also
+//! makes dedup and garbage collection race-free: whether content exists is decided in the
+//! same step that references it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::store::checkpoint::Checkpointer;
 use crate::store::chunked::TempFile;
-use crate::store::meta::{Change, ContentMeta, Hold, Location, ObjectInfo, Tx};
+use crate::store::meta::{Change, ContentMeta, Hold, Location, ObjectInfo, ReadRows as _, Tx};
 use crate::store::metadb::MetaDb;
 use crate::store::overlay::Overlay;
 use crate::store::quota::{Quotas, Reservation};
@@ -426,14 +427,14 @@ impl Committer {
             effects.unlink.retain(|(id, l)| {
                 *l != Location::File
                     || !matches!(
-                        tx.get_content(id),
+                        tx.content(id),
                         Ok(Some(ContentMeta {
                             location: Location::File,
                             ..
                         }))
                     )
             });
-            std::mem::take(&mut tx.changes)
+            tx.into_changes()
         };
         for dir in &effects.dirs {
             sync_dir(dir)?;
@@ -478,15 +479,15 @@ impl Committer {
                 } = &target
                 {
                     if *condition != Condition::Always {
-                        let current = tx.get_object(&app, bucket, key)?;
+                        let current = tx.object(&app, bucket, key)?;
                         if !condition.holds(current.as_ref().map(|o| &o.id)) {
                             return Ok((Err(Error::PreconditionFailed), Some(reservation)));
                         }
                     }
                 }
                 let mut new = None;
-                let existing = tx.get_content(&id)?;
-                if let Some(old) = existing.filter(|_| tx.is_quarantined(&id).unwrap_or(false)) {
+                let existing = tx.content(&id)?;
+                if let Some(old) = existing.filter(|_| tx.quarantined(&id).unwrap_or(false)) {
                     // Fresh bytes for quarantined content: they replace the rotten copy.
                     if let Err(e) = self.repair(tx, &id, old, staged, effects) {
                         return Ok((Err(e), Some(reservation)));
@@ -575,7 +576,7 @@ impl Committer {
                 condition,
             } => {
                 if condition != Condition::Always {
-                    let current = tx.get_object(&app, &bucket, &key)?;
+                    let current = tx.object(&app, &bucket, &key)?;
                     if !condition.holds(current.as_ref().map(|o| &o.id)) {
                         return Ok((Err(Error::PreconditionFailed), None));
                     }
@@ -587,8 +588,8 @@ impl Committer {
                 Ok((Ok((Reply::Purged(step), -(step.bytes as i128))), None))
             }
             Op::Quarantine { id } => {
-                if tx.get_content(&id)?.is_some() {
-                    tx.set_quarantine(&id, now_ms())?;
+                if tx.content(&id)?.is_some() {
+                    tx.set_quarantine(&id, now_ms());
                 }
                 Ok((Ok((Reply::Deleted, 0)), None))
             }
@@ -597,7 +598,7 @@ impl Committer {
                     number: from.0,
                     offset: from.1,
                 };
-                match tx.get_content(&id)? {
+                match tx.content(&id)? {
                     Some(mut cm) if cm.location == from => {
                         if failed_volumes.contains_key(&to.0) {
                             let e = Error::Io(std::io::Error::other("volume fsync failed"));
@@ -607,7 +608,7 @@ impl Committer {
                             number: to.0,
                             offset: to.1,
                         };
-                        tx.set_content(&id, &cm)?;
+                        tx.set_content(&id, &cm);
                         Ok((Ok((Reply::Relocated(true), 0)), None))
                     }
                     // Deleted (or moved) since compaction read it: the copy is dead space.
@@ -631,7 +632,7 @@ impl Committer {
         let objects = tx.app_objects(app, limit)?;
         let budget = limit - objects.len();
         for (key, info) in objects {
-            tx.remove_object_key(&key)?;
+            tx.remove_object_key(&key);
             step.bytes += self.release(tx, app, &info.id, Hold::Key, effects)?;
             step.keys += 1;
         }
@@ -709,7 +710,7 @@ impl Committer {
         if old.location == Location::File {
             effects.keep_file(id);
         }
-        tx.set_content(id, &old)?;
+        tx.set_content(id, &old);
         tx.remove_quarantine(id)?;
         tracing::info!(%id, "quarantined content repaired by a new upload of the same bytes");
         Ok(())

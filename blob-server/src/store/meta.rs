@@ -1,6 +1,7 @@
 //! Metadata in `redb` (ACID, copy-on-write B-trees, crash-safe): which content exists and where,
 //! which app holds which content (and how: stored directly and/or named by keys), each app's
-//! usage, and named objects. Only the committer thread writes; readers use snapshots.
+//! usage, and named objects. Only the committer decides changes ([`Tx`]); they reach redb
+//! through the metadata log and the overlay ([`crate::store::wal`], [`crate::store::overlay`]).
 
 use redb::TableDefinition;
 
@@ -59,6 +60,35 @@ pub(crate) struct Change {
     pub table: Table,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+}
+
+/// Reading rows as [`Change`] encodes them, with typed lookups on top: implemented by the
+/// readers' [`View`] and by the committer's [`Tx`] (which sees its own pending changes).
+pub(crate) trait ReadRows {
+    /// Row `key` of `table`, if it exists.
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    fn content(&self, id: &ContentId) -> Result<Option<ContentMeta>> {
+        self.row(Table::Content, &id.0)?
+            .map(|v| ContentMeta::decode(&v))
+            .transpose()
+    }
+
+    fn app_ref(&self, app: &str, id: &ContentId) -> Result<Option<AppRef>> {
+        self.row(Table::Refs, &ref_key(app, id))?
+            .map(|v| AppRef::decode(&v))
+            .transpose()
+    }
+
+    fn object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        self.row(Table::Objects, &object_key(app, bucket, key))?
+            .map(|v| ObjectInfo::decode(&v))
+            .transpose()
+    }
+
+    fn quarantined(&self, id: &ContentId) -> Result<bool> {
+        Ok(self.row(Table::Quarantine, &id.0)?.is_some())
+    }
 }
 
 /// Version byte in front of every encoded value.
@@ -247,13 +277,9 @@ pub(crate) fn object_key(app: &str, bucket: &str, key: &str) -> Vec<u8> {
     k
 }
 
-/// Walks the object table's live keys from a start key in byte order until told to stop:
-/// [`crate::store::overlay::View::object_keys_from`].
-pub(crate) type KeysFrom<'a> = dyn Fn(&[u8], &mut dyn FnMut(&[u8]) -> bool) -> Result<()> + 'a;
-
 /// Keys of a bucket in byte order, starting after `after`, at most `limit`.
 pub(crate) fn list_keys(
-    keys_from: &KeysFrom<'_>,
+    view: &View<'_>,
     app: &str,
     bucket: &str,
     after: Option<&str>,
@@ -270,7 +296,7 @@ pub(crate) fn list_keys(
     };
     let mut out = Vec::new();
     let mut bad = false;
-    keys_from(&start, &mut |k| {
+    view.object_keys_from(&start, |k| {
         if !k.starts_with(&prefix) || out.len() >= limit {
             return false;
         }
@@ -289,7 +315,7 @@ pub(crate) fn list_keys(
 /// Names of the app's buckets that hold at least one object, in byte order, after `after`,
 /// at most `limit`. Skips from one bucket to the next without reading its keys.
 pub(crate) fn list_buckets(
-    keys_from: &KeysFrom<'_>,
+    view: &View<'_>,
     app: &str,
     after: Option<&str>,
     limit: usize,
@@ -305,7 +331,7 @@ pub(crate) fn list_buckets(
             break;
         }
         let mut first = None;
-        keys_from(&from, &mut |k| {
+        view.object_keys_from(&from, |k| {
             first = Some(k.to_vec());
             false
         })?;
@@ -375,6 +401,15 @@ pub(crate) fn write_rows<'r>(
     Ok(())
 }
 
+impl ReadRows for Tx<'_> {
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending[table as usize].get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.row(table, key),
+        }
+    }
+}
+
 /// What releasing a hold did.
 pub(crate) struct Released {
     /// Bytes taken off the app's usage (its last hold on that content went).
@@ -383,13 +418,12 @@ pub(crate) struct Released {
     pub garbage: Option<ContentMeta>,
 }
 
-/// The committer's side of one batch: reads see the batch's own changes (`pending`) over the
-/// overlay over the database ([`View`]); every change is recorded in `changes`, in order,
-/// for the metadata log, and becomes visible to others only when the committer publishes it.
+/// The committer's side of one batch: reads see the batch's own changes (`pending`, the last
+/// value of each row it touched) over the overlay over the database ([`View`]); they go to the
+/// metadata log and become visible to others only when the committer publishes them.
 pub(crate) struct Tx<'v> {
     view: &'v View<'v>,
     pending: Layer,
-    pub changes: Vec<Change>,
 }
 
 impl<'v> Tx<'v> {
@@ -397,42 +431,25 @@ impl<'v> Tx<'v> {
         Tx {
             view,
             pending: Default::default(),
-            changes: Vec::new(),
         }
     }
 
-    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.pending[table as usize].get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.view.get(table, key),
+    /// The batch's changes: the last value of every row it touched.
+    pub fn into_changes(self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (i, rows) in self.pending.into_iter().enumerate() {
+            let table = Table::from_u8(i as u8).expect("table index");
+            out.extend(
+                rows.into_iter()
+                    .map(|(key, value)| Change { table, key, value }),
+            );
         }
+        out
     }
 
     /// Records a change: `Some` writes the row, `None` removes it.
-    fn change(&mut self, table: Table, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
-        self.pending[table as usize].insert(key.to_vec(), value.clone());
-        self.changes.push(Change {
-            table,
-            key: key.to_vec(),
-            value,
-        });
-        Ok(())
-    }
-
-    pub fn get_content(&self, id: &ContentId) -> Result<Option<ContentMeta>> {
-        self.row(Table::Content, &id.0)?
-            .map(|v| ContentMeta::decode(&v))
-            .transpose()
-    }
-
-    fn get_ref(&self, app: &str, id: &ContentId) -> Result<Option<AppRef>> {
-        self.row(Table::Refs, &ref_key(app, id))?
-            .map(|v| AppRef::decode(&v))
-            .transpose()
-    }
-
-    pub fn is_quarantined(&self, id: &ContentId) -> Result<bool> {
-        Ok(self.row(Table::Quarantine, &id.0)?.is_some())
+    fn change(&mut self, table: Table, key: &[u8], value: Option<Vec<u8>>) {
+        self.pending[table as usize].insert(key.to_vec(), value);
     }
 
     fn usage(&self, app: &str) -> Result<u64> {
@@ -440,18 +457,18 @@ impl<'v> Tx<'v> {
             .map_or(Ok(0), |v| u64_value(&v))
     }
 
-    pub fn set_content(&mut self, id: &ContentId, c: &ContentMeta) -> Result<()> {
+    pub fn set_content(&mut self, id: &ContentId, c: &ContentMeta) {
         self.change(Table::Content, &id.0, Some(c.encode()))
     }
 
-    pub fn set_quarantine(&mut self, id: &ContentId, since_ms: u64) -> Result<()> {
+    pub fn set_quarantine(&mut self, id: &ContentId, since_ms: u64) {
         let v = since_ms.to_le_bytes().to_vec();
         self.change(Table::Quarantine, &id.0, Some(v))
     }
 
     pub fn remove_quarantine(&mut self, id: &ContentId) -> Result<()> {
-        if self.is_quarantined(id)? {
-            self.change(Table::Quarantine, &id.0, None)?;
+        if self.quarantined(id)? {
+            self.change(Table::Quarantine, &id.0, None);
         }
         Ok(())
     }
@@ -459,7 +476,8 @@ impl<'v> Tx<'v> {
     fn add_usage(&mut self, app: &str, delta: i128) -> Result<()> {
         let new = (self.usage(app)? as i128 + delta).max(0) as u64;
         let value = (new != 0).then(|| new.to_le_bytes().to_vec());
-        self.change(Table::Usage, app.as_bytes(), value)
+        self.change(Table::Usage, app.as_bytes(), value);
+        Ok(())
     }
 
     /// Takes a hold for `app` on `id`. `new` is the content to record if it is not stored yet.
@@ -471,11 +489,11 @@ impl<'v> Tx<'v> {
         hold: Hold,
         new: Option<ContentMeta>,
     ) -> Result<u64> {
-        let mut content = match self.get_content(id)? {
+        let mut content = match self.content(id)? {
             Some(c) => c,
             None => new.ok_or_else(|| Error::Corrupt("content vanished before commit".into()))?,
         };
-        let mut r = self.get_ref(app, id)?;
+        let mut r = self.app_ref(app, id)?;
         let mut charged = 0;
         if r.is_none() {
             content.refcount += 1;
@@ -488,14 +506,14 @@ impl<'v> Tx<'v> {
             Hold::Direct => r.direct = true,
             Hold::Key => r.keys += 1,
         }
-        self.set_content(id, &content)?;
-        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()))?;
+        self.set_content(id, &content);
+        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()));
         Ok(charged)
     }
 
     /// Drops one hold; `NotFound` if the app has no such hold.
     pub fn release_hold(&mut self, app: &str, id: &ContentId, hold: Hold) -> Result<Released> {
-        let mut r = self.get_ref(app, id)?.ok_or(Error::NotFound)?;
+        let mut r = self.app_ref(app, id)?.ok_or(Error::NotFound)?;
         match hold {
             Hold::Direct if r.direct => r.direct = false,
             Hold::Key if r.keys > 0 => r.keys -= 1,
@@ -503,24 +521,24 @@ impl<'v> Tx<'v> {
         }
         let rk = ref_key(app, id);
         if r.direct || r.keys > 0 {
-            self.change(Table::Refs, &rk, Some(r.encode()))?;
+            self.change(Table::Refs, &rk, Some(r.encode()));
             return Ok(Released {
                 freed: 0,
                 garbage: None,
             });
         }
-        self.change(Table::Refs, &rk, None)?;
+        self.change(Table::Refs, &rk, None);
         let mut content = self
-            .get_content(id)?
+            .content(id)?
             .ok_or_else(|| Error::Corrupt(format!("{id} referenced but not stored")))?;
         self.add_usage(app, -(content.size as i128))?;
         content.refcount = content.refcount.saturating_sub(1);
         let garbage = if content.refcount == 0 {
-            self.change(Table::Content, &id.0, None)?;
+            self.change(Table::Content, &id.0, None);
             self.remove_quarantine(id)?;
             Some(content)
         } else {
-            self.set_content(id, &content)?;
+            self.set_content(id, &content);
             None
         };
         Ok(Released {
@@ -575,13 +593,13 @@ impl<'v> Tx<'v> {
     }
 
     /// Removes the named object stored under table key `key` (from [`Tx::app_objects`]).
-    pub fn remove_object_key(&mut self, key: &[u8]) -> Result<()> {
+    pub fn remove_object_key(&mut self, key: &[u8]) {
         self.change(Table::Objects, key, None)
     }
 
     /// Drops every hold `app` has on `id` at once (purge): like releasing the last one.
     pub fn drop_ref(&mut self, app: &str, id: &ContentId) -> Result<Released> {
-        let Some(mut r) = self.get_ref(app, id)? else {
+        let Some(mut r) = self.app_ref(app, id)? else {
             return Ok(Released {
                 freed: 0,
                 garbage: None,
@@ -593,7 +611,7 @@ impl<'v> Tx<'v> {
         } else {
             r.keys = 1;
         }
-        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()))?;
+        self.change(Table::Refs, &ref_key(app, id), Some(r.encode()));
         let hold = if r.direct { Hold::Direct } else { Hold::Key };
         self.release_hold(app, id, hold)
     }
@@ -602,7 +620,7 @@ impl<'v> Tx<'v> {
     pub fn clear_usage(&mut self, app: &str) -> Result<u64> {
         let cur = self.usage(app)?;
         if cur != 0 {
-            self.change(Table::Usage, app.as_bytes(), None)?;
+            self.change(Table::Usage, app.as_bytes(), None);
         }
         Ok(cur)
     }
@@ -615,20 +633,13 @@ impl<'v> Tx<'v> {
         key: &str,
         info: &ObjectInfo,
     ) -> Result<Option<ObjectInfo>> {
-        let old = self.get_object(app, bucket, key)?;
+        let old = self.object(app, bucket, key)?;
         self.change(
             Table::Objects,
             &object_key(app, bucket, key),
             Some(info.encode()),
-        )?;
+        );
         Ok(old)
-    }
-
-    /// The named object, as this batch sees it.
-    pub fn get_object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        self.row(Table::Objects, &object_key(app, bucket, key))?
-            .map(|v| ObjectInfo::decode(&v))
-            .transpose()
     }
 
     /// Removes the named object; returns it.
@@ -638,9 +649,9 @@ impl<'v> Tx<'v> {
         bucket: &str,
         key: &str,
     ) -> Result<Option<ObjectInfo>> {
-        let old = self.get_object(app, bucket, key)?;
+        let old = self.object(app, bucket, key)?;
         if old.is_some() {
-            self.change(Table::Objects, &object_key(app, bucket, key), None)?;
+            self.change(Table::Objects, &object_key(app, bucket, key), None);
         }
         Ok(old)
     }

@@ -23,6 +23,7 @@ mod overlay;
 mod purge;
 mod quota;
 mod read;
+mod recover;
 #[cfg(feature = "s3")]
 mod remote;
 mod scrub;
@@ -33,9 +34,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +44,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::{Database, ReadableTable};
 
 use overlay::Overlay;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -66,7 +64,7 @@ pub(crate) use error::meta as meta_err;
 
 use chunked::ChunkFile;
 use commit::{Committer, Op, Reply};
-use meta::{ContentMeta, Location};
+use meta::{ContentMeta, Location, ReadRows as _};
 use metadb::MetaDb;
 use quota::Quotas;
 use read::Source;
@@ -268,7 +266,7 @@ impl Store {
         let Backend::Local = backend;
         let paths = Paths::new(dir.as_ref());
         fs::create_dir_all(&paths.root)?;
-        check_format(&paths.root)?;
+        recover::check_format(&paths.root)?;
         for d in [&paths.objects, &paths.volumes, &paths.tmp] {
             if !d.exists() {
                 fs::create_dir(d)?;
@@ -293,7 +291,7 @@ impl Store {
         // before anything reads the metadata.
         let wal = wal::recover(&*db.get()?, &paths.root, config.wal_bytes)?;
 
-        let (used, ends, files, remote_nonces) = scan_metadata(&*db.get()?)?;
+        let (used, ends, files, remote_nonces) = recover::scan_metadata(&*db.get()?)?;
         #[cfg(feature = "s3")]
         let remote_in_use = remote.is_some();
         #[cfg(not(feature = "s3"))]
@@ -315,7 +313,7 @@ impl Store {
             config.volume_max,
             &ends,
         )?);
-        sweep_orphans(&paths, &files)?;
+        recover::sweep_orphans(&paths, &files)?;
         let quotas = Quotas::new(config.default_quota, used);
         let db = Arc::new(db);
         let overlay = Arc::new(Overlay::default());
@@ -543,13 +541,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<String>> {
         let v = self.view();
-        meta::list_keys(
-            &|from, f| v.object_keys_from(from, f),
-            app,
-            bucket,
-            after,
-            limit,
-        )
+        meta::list_keys(&v, app, bucket, after, limit)
     }
 
     /// Up to `limit` of the app's buckets (those holding at least one key), after `after`.
@@ -560,7 +552,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<String>> {
         let v = self.view();
-        meta::list_buckets(&|from, f| v.object_keys_from(from, f), app, after, limit)
+        meta::list_buckets(&v, app, after, limit)
     }
 
     /// Marks contents a scrub found corrupt: reads of them fail (never wrong bytes) until the
@@ -672,7 +664,7 @@ impl Store {
         #[cfg(feature = "s3")]
         if let Some(r) = &self.inner.remote {
             let referenced = || {
-                let mut out = HashSet::new();
+                let mut out = std::collections::HashSet::new();
                 self.content_scan()?.each(None, |_, cm| {
                     if let Location::Remote { nonce, .. } = cm.location {
                         out.insert(nonce);
@@ -720,108 +712,4 @@ pub async fn blocking<T: Send + 'static>(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(Error::Io(std::io::Error::other(e))),
     }
-}
-
-/// Creates `FORMAT` in a new directory, or checks it in an existing one.
-fn check_format(root: &Path) -> Result<()> {
-    let path = root.join("FORMAT");
-    match fs::read_to_string(&path) {
-        Ok(s) if s == FORMAT => Ok(()),
-        Ok(s) => Err(Error::Format(format!("{}: {:?}", path.display(), s.trim()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A crash during the first open may have left FORMAT.tmp behind, nothing else.
-            let mut entries = fs::read_dir(root)?;
-            if entries.any(|e| e.map_or(true, |e| e.file_name() != "FORMAT.tmp")) {
-                return Err(Error::Format(format!(
-                    "{} is not empty and has no FORMAT file",
-                    root.display()
-                )));
-            }
-            let tmp = root.join("FORMAT.tmp");
-            let mut f = File::create(&tmp)?;
-            f.write_all(FORMAT.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(root)?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-type Scan = (
-    HashMap<String, u64>,
-    HashMap<u32, u64>,
-    HashSet<ContentId>,
-    HashSet<u64>,
-);
-
-/// Reads what recovery needs: usage per app, the end of the last referenced record of each
-/// volume, the set of content stored as files, and the bucket objects referenced.
-fn scan_metadata(db: &Database) -> Result<Scan> {
-    let r = db.begin_read().map_err(meta_err)?;
-    let mut used = HashMap::new();
-    for item in r
-        .open_table(meta::USAGE)
-        .map_err(meta_err)?
-        .iter()
-        .map_err(meta_err)?
-    {
-        let (k, v) = item.map_err(meta_err)?;
-        used.insert(k.value().to_string(), v.value());
-    }
-    let mut ends: HashMap<u32, u64> = HashMap::new();
-    let mut files = HashSet::new();
-    let mut remote = HashSet::new();
-    for item in r
-        .open_table(meta::CONTENT)
-        .map_err(meta_err)?
-        .iter()
-        .map_err(meta_err)?
-    {
-        let (k, v) = item.map_err(meta_err)?;
-        let id = ContentId(
-            k.value()
-                .try_into()
-                .map_err(|_| Error::Corrupt("content key".into()))?,
-        );
-        let c = ContentMeta::decode(v.value())?;
-        match c.location {
-            Location::Volume { number, offset } => {
-                let end = offset + volume::RECORD_HEADER_LEN + c.size;
-                let e = ends.entry(number).or_insert(0);
-                *e = (*e).max(end);
-            }
-            Location::File => {
-                files.insert(id);
-            }
-            Location::Remote { nonce, .. } => {
-                remote.insert(nonce);
-            }
-        }
-    }
-    Ok((used, ends, files, remote))
-}
-
-/// Deletes content files that no metadata points at: renamed in before a crash cut off
-/// their commit, so they were never acknowledged.
-fn sweep_orphans(paths: &Paths, files: &HashSet<ContentId>) -> Result<()> {
-    for shard in fs::read_dir(&paths.objects)? {
-        let shard = shard?;
-        if !shard.file_type()?.is_dir() {
-            continue;
-        }
-        for entry in fs::read_dir(shard.path())? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let keep = format!("sha256:{}", name.to_string_lossy())
-                .parse::<ContentId>()
-                .is_ok_and(|id| files.contains(&id));
-            if !keep {
-                tracing::info!(path = %entry.path().display(), "removing unreferenced content file");
-                fs::remove_file(entry.path())?;
-            }
-        }
-    }
-    Ok(())
 }

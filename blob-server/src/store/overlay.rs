@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::{RwLock, RwLockReadGuard};
 use redb::{ReadTransaction, TableDefinition};
 
-use crate::store::meta::{self, AppRef, Change, ContentMeta, ObjectInfo, Table, TABLES};
+use crate::store::meta::{self, Change, ContentMeta, ReadRows, Table, TABLES};
 use crate::store::metadb::MetaDb;
 use crate::store::{meta_err, ContentId, Error, Result};
 
@@ -116,59 +116,6 @@ impl View<'_> {
             .or_else(|| self.layers.frozen.as_ref().and_then(|f| f[i].get(key)))
     }
 
-    /// Row `key` of any table, as [`Change`] encodes values.
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.layered(table, key) {
-            return Ok(v.clone());
-        }
-        let txn = self.txn()?;
-        let bytes = |def: BytesTable| -> Result<Option<Vec<u8>>> {
-            let t = txn.open_table(def).map_err(meta_err)?;
-            let v = t.get(key).map_err(meta_err)?;
-            Ok(v.map(|v| v.value().to_vec()))
-        };
-        match table {
-            Table::Content => bytes(meta::CONTENT),
-            Table::Refs => bytes(meta::REFS),
-            Table::Objects => bytes(meta::OBJECTS),
-            Table::Usage => {
-                let app = std::str::from_utf8(key)
-                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
-                let t = txn.open_table(meta::USAGE).map_err(meta_err)?;
-                let v = t.get(app).map_err(meta_err)?;
-                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
-            }
-            Table::Quarantine => {
-                let t = txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
-                let v = t.get(key).map_err(meta_err)?;
-                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
-            }
-        }
-    }
-
-    pub fn content(&self, id: &ContentId) -> Result<Option<ContentMeta>> {
-        self.get(Table::Content, &id.0)?
-            .map(|v| ContentMeta::decode(&v))
-            .transpose()
-    }
-
-    pub fn app_ref(&self, app: &str, id: &ContentId) -> Result<Option<AppRef>> {
-        self.get(Table::Refs, &meta::ref_key(app, id))?
-            .map(|v| AppRef::decode(&v))
-            .transpose()
-    }
-
-    pub fn object(&self, app: &str, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
-        let k = meta::object_key(app, bucket, key);
-        self.get(Table::Objects, &k)?
-            .map(|v| ObjectInfo::decode(&v))
-            .transpose()
-    }
-
-    pub fn quarantined(&self, id: &ContentId) -> Result<bool> {
-        Ok(self.get(Table::Quarantine, &id.0)?.is_some())
-    }
-
     /// Visits the live rows of `table` (content, refs or objects) from `from` on, in key
     /// order, with `pending` (uncommitted changes of the committer's batch) over the layers,
     /// until `visit` returns `Ok(false)`.
@@ -217,6 +164,37 @@ impl View<'_> {
 
 /// A range of one overlay table.
 type RowsRange<'o> = std::collections::btree_map::Range<'o, Vec<u8>, Option<Vec<u8>>>;
+
+impl ReadRows for View<'_> {
+    fn row(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.layered(table, key) {
+            return Ok(v.clone());
+        }
+        let txn = self.txn()?;
+        let bytes = |def: BytesTable| -> Result<Option<Vec<u8>>> {
+            let t = txn.open_table(def).map_err(meta_err)?;
+            let v = t.get(key).map_err(meta_err)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        };
+        match table {
+            Table::Content => bytes(meta::CONTENT),
+            Table::Refs => bytes(meta::REFS),
+            Table::Objects => bytes(meta::OBJECTS),
+            Table::Usage => {
+                let app = std::str::from_utf8(key)
+                    .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
+                let t = txn.open_table(meta::USAGE).map_err(meta_err)?;
+                let v = t.get(app).map_err(meta_err)?;
+                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
+            }
+            Table::Quarantine => {
+                let t = txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
+                let v = t.get(key).map_err(meta_err)?;
+                Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
+            }
+        }
+    }
+}
 
 /// Several overlay ranges merged in key order; on equal keys the earliest range wins.
 struct Layered<'o> {

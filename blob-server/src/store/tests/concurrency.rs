@@ -1,5 +1,6 @@
 //! Many writers at once: exact quotas, group commit, GC racing new writes of the same content.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::{Rng, SeedableRng};

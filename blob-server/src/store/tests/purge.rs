@@ -2,6 +2,8 @@
 //! other apps keep theirs, purges are idempotent and survive a reopen, and the store keeps
 //! serving other apps while a large purge runs.
 
+use std::collections::HashSet;
+
 use super::*;
 
 fn put(s: &Store, app: &str, bucket: &str, key: &str, data: &[u8]) -> ObjectInfo {
