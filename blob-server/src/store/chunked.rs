@@ -7,9 +7,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::store::direct::{DirectFile, Pool, Staging, ALIGN};
 use crate::store::{Error, Result};
 
 /// Magic of a content file.
@@ -61,18 +62,28 @@ pub(crate) struct ChunkWriter {
 
 /// The open temp file and how many bytes of it are written.
 struct Out {
-    file: File,
+    file: DirectFile,
     written: u64,
+    /// With direct I/O: the bytes not yet written (a partial page at most, between chunks).
+    staging: Option<Staging>,
 }
 
 impl Out {
-    /// Writes one chunk (checksum, then bytes) in one vectored write and starts its writeback.
+    /// Writes one chunk (checksum, then bytes): through the staging buffer with direct I/O,
+    /// else in one vectored write whose writeback starts at once.
     fn put_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         let crc = crc32fast::hash(chunk).to_le_bytes();
+        if let Some(staging) = &mut self.staging {
+            staging.push(&mut self.file, &crc)?;
+            staging.push(&mut self.file, chunk)?;
+            staging.flush_pages(&mut self.file)?;
+            self.written += CRC_LEN + chunk.len() as u64;
+            return Ok(());
+        }
         let mut parts = [IoSlice::new(&crc), IoSlice::new(chunk)];
         let mut parts = &mut parts[..];
         while !parts.is_empty() {
-            let n = self.file.write_vectored(parts)?;
+            let n = self.file.file.write_vectored(parts)?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero).into());
             }
@@ -80,26 +91,33 @@ impl Out {
         }
         let start = self.written;
         self.written += CRC_LEN + chunk.len() as u64;
-        start_writeback(&self.file, start, self.written - start);
+        start_writeback(&self.file.file, start, self.written - start);
         Ok(())
     }
 }
 
 impl ChunkWriter {
-    /// Creates the temp file at `path` and writes the header.
-    pub fn create(path: PathBuf, chunk_size: u32) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+    /// Creates the temp file at `path` and writes the header; with a staging pool, writes
+    /// bypass the page cache where the file system allows it.
+    pub fn create(path: PathBuf, chunk_size: u32, direct: Option<&Pool>) -> Result<Self> {
+        let (file, is_direct) = open_new(&path, direct.is_some())?;
         let guard = TempFile { path, armed: true };
-        file.write_all(&header(chunk_size))?;
+        let mut out = Out {
+            file: DirectFile::new(file, is_direct),
+            written: HEADER_LEN,
+            staging: None,
+        };
+        match direct {
+            Some(pool) if is_direct => {
+                let mut staging = pool.take(chunk_size as usize + CRC_LEN as usize + ALIGN);
+                staging.push(&mut out.file, &header(chunk_size))?;
+                out.staging = Some(staging);
+            }
+            _ => out.file.file.write_all(&header(chunk_size))?,
+        }
         Ok(ChunkWriter {
             guard,
-            out: Out {
-                file,
-                written: HEADER_LEN,
-            },
+            out,
             chunk: Vec::new(),
             chunk_size: chunk_size as usize,
         })
@@ -133,9 +151,39 @@ impl ChunkWriter {
         if !self.chunk.is_empty() {
             self.out.put_chunk(&self.chunk)?;
         }
-        self.out.file.sync_data()?;
+        if let Some(staging) = &mut self.out.staging {
+            staging.flush_all(&mut self.out.file)?;
+        }
+        self.out.file.file.sync_data()?;
         Ok(self.guard)
     }
+}
+
+/// Creates `path` for writing, with `O_DIRECT` if `direct` and the file system takes it;
+/// answers whether it did.
+fn open_new(path: &Path, direct: bool) -> io::Result<(File, bool)> {
+    if direct {
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        match opened {
+            Ok(file) => return Ok((file, true)),
+            // Refused by the file system, which may have created the file first.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)?;
+                return Ok((file, false));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    Ok((file, false))
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` of `file` to the disk without
@@ -255,13 +303,24 @@ mod tests {
     use super::*;
 
     fn write_file(dir: &Path, data: &[u8], cs: u32) -> PathBuf {
-        write_pieces(dir, data, cs, 7)
+        write_pieces(dir, data, cs, 7, None)
     }
 
-    /// Writes `data` in pieces of `piece` bytes (the last one shorter).
-    fn write_pieces(dir: &Path, data: &[u8], cs: u32, piece: usize) -> PathBuf {
+    /// Writes `data` in pieces of `piece` bytes (the last one shorter), with direct I/O if
+    /// given a staging pool.
+    fn write_pieces(
+        dir: &Path,
+        data: &[u8],
+        cs: u32,
+        piece: usize,
+        pool: Option<&Pool>,
+    ) -> PathBuf {
         let path = dir.join("t.tmp");
-        let mut w = ChunkWriter::create(path.clone(), cs).unwrap();
+        let mut w = ChunkWriter::create(path.clone(), cs, pool).unwrap();
+        if pool.is_some() {
+            // The test directory is on a disk (not tmpfs), so direct I/O must be in use.
+            assert!(w.out.file.is_direct(), "{} refused O_DIRECT", dir.display());
+        }
         for piece in data.chunks(piece) {
             w.write(piece).unwrap();
         }
@@ -269,25 +328,65 @@ mod tests {
         path
     }
 
+    fn read_all(path: &Path, len: usize, cs: u32) -> Vec<u8> {
+        let f = ChunkFile::open(path, len as u64).unwrap();
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        for i in 0..(len as u64).div_ceil(u64::from(cs)) {
+            f.read_chunk(i, &mut buf).unwrap();
+            got.extend_from_slice(&buf);
+        }
+        got
+    }
+
     #[test]
     fn chunks_round_trip_and_lengths_match() {
         let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::default();
         // Pieces smaller than a chunk, exactly one (written without a copy), and spanning
-        // chunk boundaries both ways.
-        for piece in [7usize, 16, 23, 40] {
-            for len in [0usize, 1, 15, 16, 17, 100] {
-                let data: Vec<u8> = (0..len as u32).map(|i| i as u8).collect();
-                let path = write_pieces(dir.path(), &data, 16, piece);
-                assert_eq!(fs::metadata(&path).unwrap().len(), file_len(len as u64, 16));
-                let f = ChunkFile::open(&path, len as u64).unwrap();
-                let mut got = Vec::new();
-                let mut buf = Vec::new();
-                for i in 0..(len as u64).div_ceil(16) {
-                    f.read_chunk(i, &mut buf).unwrap();
-                    got.extend_from_slice(&buf);
+        // chunk boundaries both ways; buffered and direct.
+        for direct in [None, Some(&pool)] {
+            for piece in [7usize, 16, 23, 40] {
+                for len in [0usize, 1, 15, 16, 17, 100] {
+                    let data: Vec<u8> = (0..len as u32).map(|i| i as u8).collect();
+                    let path = write_pieces(dir.path(), &data, 16, piece, direct);
+                    assert_eq!(fs::metadata(&path).unwrap().len(), file_len(len as u64, 16));
+                    assert_eq!(
+                        read_all(&path, len, 16),
+                        data,
+                        "piece {piece}, length {len}"
+                    );
+                    fs::remove_file(&path).unwrap();
                 }
-                assert_eq!(got, data, "piece {piece}, length {len}");
-                fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn direct_writes_cross_pages_and_match_buffered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::default();
+        // Chunks larger and smaller than a page, none a multiple of it, so chunk checksums
+        // land on both sides of page boundaries and staged pages carry over between chunks.
+        for cs in [1000u32, 4096, 5000, 3 * 4096 + 17] {
+            for len in [
+                4095usize,
+                4096,
+                4097,
+                3 * cs as usize,
+                7 * cs as usize + 123,
+                65_536,
+            ] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+                for piece in [999usize, cs as usize, 20_000] {
+                    let path = write_pieces(dir.path(), &data, cs, piece, Some(&pool));
+                    let direct = fs::read(&path).unwrap();
+                    fs::remove_file(&path).unwrap();
+                    let path = write_pieces(dir.path(), &data, cs, piece, None);
+                    assert_eq!(direct, fs::read(&path).unwrap(), "cs {cs}, len {len}");
+                    assert_eq!(read_all(&path, len, cs), data);
+                    fs::remove_file(&path).unwrap();
+                }
             }
         }
     }
@@ -322,11 +421,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.tmp");
         {
-            let mut w = ChunkWriter::create(path.clone(), 16).unwrap();
+            let mut w = ChunkWriter::create(path.clone(), 16, None).unwrap();
             w.write(&[1; 100]).unwrap();
         }
         assert!(!path.exists());
-        let w = ChunkWriter::create(path.clone(), 16).unwrap();
+        let w = ChunkWriter::create(path.clone(), 16, None).unwrap();
         drop(w.finish().unwrap());
         assert!(!path.exists());
     }

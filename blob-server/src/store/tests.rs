@@ -29,6 +29,7 @@ pub(super) fn cfg() -> StoreConfig {
         // overlay, replay after a kill, and a full log forcing a checkpoint.
         checkpoint: std::time::Duration::from_millis(50),
         wal_bytes: 1 << 20,
+        direct_io: true,
     }
 }
 

@@ -111,6 +111,19 @@ impl BlobWriter {
         self.size
     }
 
+    /// Whether appending `more` bytes writes to a content file (so it may wait for the
+    /// disk): the object is, or becomes, larger than a volume record.
+    pub fn writes_file(&self, more: usize) -> bool {
+        match self.body {
+            Body::Small(_) => {
+                !self.is_remote() && self.size + more as u64 > self.inner.config.small_max
+            }
+            Body::Large(_) => true,
+            #[cfg(feature = "s3")]
+            Body::Remote(_) => false,
+        }
+    }
+
     /// Appends bytes. Fails with `TooLarge` or `QuotaExceeded` before storing anything more.
     /// Blocking (disk or, with a bucket, network I/O).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -302,7 +315,8 @@ fn spill(inner: &Inner, buf: &[u8], new_size: u64) -> Result<Option<Body>> {
         return Ok(Some(Body::Remote(w)));
     }
     if new_size > inner.config.small_max {
-        let mut w = ChunkWriter::create(inner.temp_path(), inner.config.chunk_size)?;
+        let direct = inner.config.direct_io.then_some(&inner.staging);
+        let mut w = ChunkWriter::create(inner.temp_path(), inner.config.chunk_size, direct)?;
         w.write(buf)?;
         return Ok(Some(Body::Large(w)));
     }
