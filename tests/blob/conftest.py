@@ -59,6 +59,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "body_idle_timeout": "2s",
     # Teardown sends SIGTERM and waits 15 s: stalled test connections must not outlast it.
     "drain_timeout": "5s",
+    # The two metadata log files are written full of zeros at start: 2 x 64 MiB by default,
+    # which over the few hundred servers of a run filled tens of GB of pytest's temp dirs.
+    "meta_log_size": "1MiB",
 }
 
 

@@ -3,6 +3,7 @@ acknowledged write is there with its exact bytes, and a write cut off midway lea
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
@@ -54,8 +55,9 @@ def test_acknowledged_writes_survive_sigkill(blob_servers: BlobServerFactory) ->
                 else:
                     r = s.alpha.post("/blobs", body)
                     ok = r.status == 201 and r.json()["id"] == "sha256:" + sha256_hex(body)
-            except OSError:
-                return  # the server is gone
+            except (OSError, http.client.HTTPException):
+                # The server is gone (killed before, or while, it answered).
+                return
             assert ok, r
             with lock:
                 (acked if kind == "key" else acked_blobs)[name] = body

@@ -219,8 +219,10 @@ backend_secret_file = "{tmp / 'backend-secret'}"
         operator = (t / "berthd" / "operator-token").read_text().strip()
         (t / "operators.toml").write_text(
             f'operator_tokens = ["{hashlib.sha256(operator.encode()).hexdigest()}"]\n')
+        # A small metadata log: its two files are written full of zeros at start.
+        (t / "blob.toml").write_text((t / "operators.toml").read_text() + 'meta_log_size = "1MiB"\n')
         self._start("blob-server", "blob-server", [
-            "--config", t / "operators.toml", "--data-dir", t / "blob",
+            "--config", t / "blob.toml", "--data-dir", t / "blob",
             "--listen", f"127.0.0.1:{p['blob']}",
             "--admin-listen", f"127.0.0.1:{p['blob_admin']}", *self.registry()], "http")
         self._start("log-collector", "log-collector", [

@@ -30,7 +30,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 use tokio_util::io::StreamReader;
 
 pub use auth::Caller;
@@ -307,7 +307,7 @@ impl Api {
     }
 
     /// The request body as an `AsyncRead`, counting bytes and giving up after the idle timeout.
-    fn body_reader(self: &Arc<Self>, req: Request<Incoming>) -> impl AsyncRead + Unpin + Send {
+    fn body_reader(self: &Arc<Self>, req: Request<Incoming>) -> impl AsyncBufRead + Unpin + Send {
         let api = self.clone();
         let stream = req
             .into_body()
@@ -526,14 +526,43 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
                 Poll::Ready(r)
             }
             Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    ClientBodyError("the client sent nothing for too long".into()),
-                ))),
+                Poll::Ready(()) => Poll::Ready(Err(idle_error())),
                 Poll::Pending => Poll::Pending,
             },
         }
     }
+}
+
+impl<R: AsyncBufRead + Unpin> AsyncBufRead for IdleTimeout<R> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_fill_buf(cx) {
+            Poll::Ready(Ok(buf)) => {
+                if !buf.is_empty() {
+                    let deadline = tokio::time::Instant::now() + this.timeout;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                Poll::Ready(Ok(buf))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(idle_error())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.get_mut().inner).consume(amt);
+    }
+}
+
+/// What a body that stalled past the idle timeout fails with.
+fn idle_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        ClientBodyError("the client sent nothing for too long".into()),
+    )
 }
 
 use std::future::Future as _;

@@ -48,15 +48,23 @@ impl Drop for TempFile {
 
 /// Streams bytes into a chunked content file, holding at most one chunk in memory.
 ///
-/// Each chunk goes out as one vectored write of its checksum and bytes (a caller handing
-/// whole chunks, as the HTTP upload path does, costs no copy here), and its writeback starts
-/// right away (`sync_file_range`), so the disk works while the rest of the body arrives and
-/// the final fsync waits only for the last chunks.
+/// Bytes are staged ([`ChunkWriter::stage`], a copy and nothing else) up to the end of the
+/// current chunk; a full chunk is then written out by [`ChunkWriter::flush`], which is the
+/// part that waits for the disk, so async callers can stage in place and flush elsewhere.
+/// With direct I/O the chunk is assembled right in the aligned staging buffer behind a slot
+/// for its checksum (one copy from the caller's bytes to the disk). Buffered, it collects in
+/// a chunk buffer and goes out as one vectored write of checksum and bytes (a caller of
+/// [`ChunkWriter::write`] handing whole chunks costs no copy), whose writeback starts right
+/// away (`sync_file_range`) so the final fsync waits only for the last chunks.
 pub(crate) struct ChunkWriter {
     guard: TempFile,
     out: Out,
-    /// A partial chunk (bytes that did not fill a chunk yet).
+    /// Buffered: the current chunk's bytes (direct: they are in the staging buffer).
     chunk: Vec<u8>,
+    /// Bytes of the current chunk staged so far.
+    filled: usize,
+    /// Direct: where the current chunk's checksum goes in the staging buffer.
+    slot: usize,
     chunk_size: usize,
 }
 
@@ -64,22 +72,15 @@ pub(crate) struct ChunkWriter {
 struct Out {
     file: DirectFile,
     written: u64,
-    /// With direct I/O: the bytes not yet written (a partial page at most, between chunks).
+    /// With direct I/O: the bytes not yet written (a partial page and the current chunk).
     staging: Option<Staging>,
 }
 
 impl Out {
-    /// Writes one chunk (checksum, then bytes): through the staging buffer with direct I/O,
-    /// else in one vectored write whose writeback starts at once.
+    /// Buffered: writes one chunk (checksum, then bytes) in one vectored write and starts its
+    /// writeback.
     fn put_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         let crc = crc32fast::hash(chunk).to_le_bytes();
-        if let Some(staging) = &mut self.staging {
-            staging.push(&mut self.file, &crc)?;
-            staging.push(&mut self.file, chunk)?;
-            staging.flush_pages(&mut self.file)?;
-            self.written += CRC_LEN + chunk.len() as u64;
-            return Ok(());
-        }
         let mut parts = [IoSlice::new(&crc), IoSlice::new(chunk)];
         let mut parts = &mut parts[..];
         while !parts.is_empty() {
@@ -109,8 +110,9 @@ impl ChunkWriter {
         };
         match direct {
             Some(pool) if is_direct => {
+                // Room for a partial page left by the previous chunk, a checksum and a chunk.
                 let mut staging = pool.take(chunk_size as usize + CRC_LEN as usize + ALIGN);
-                staging.push(&mut out.file, &header(chunk_size))?;
+                staging.append(&header(chunk_size));
                 out.staging = Some(staging);
             }
             _ => out.file.file.write_all(&header(chunk_size))?,
@@ -119,28 +121,84 @@ impl ChunkWriter {
             guard,
             out,
             chunk: Vec::new(),
+            filled: 0,
+            slot: 0,
             chunk_size: chunk_size as usize,
         })
     }
 
-    /// Appends bytes, writing out every chunk that fills.
+    /// How many more bytes the current chunk takes before it must be flushed.
+    pub fn room(&self) -> usize {
+        self.chunk_size - self.filled
+    }
+
+    /// Whether the current chunk is full: [`ChunkWriter::flush`] before staging more.
+    pub fn is_full(&self) -> bool {
+        self.filled == self.chunk_size
+    }
+
+    /// Copies as much of `data` as the current chunk takes; answers how much that was.
+    /// Never touches the file.
+    pub fn stage(&mut self, data: &[u8]) -> usize {
+        let take = self.room().min(data.len());
+        if take == 0 {
+            return 0;
+        }
+        let data = &data[..take];
+        match &mut self.out.staging {
+            Some(staging) => {
+                if self.filled == 0 {
+                    self.slot = staging.append(&[0; CRC_LEN as usize]);
+                }
+                staging.append(data);
+            }
+            None => {
+                if self.chunk.capacity() == 0 {
+                    self.chunk.reserve_exact(self.chunk_size);
+                }
+                self.chunk.extend_from_slice(data);
+            }
+        }
+        self.filled += take;
+        take
+    }
+
+    /// Writes out the current chunk (full, or the last one, shorter): fills in its checksum
+    /// and writes every whole page staged (direct), or writes it (buffered). Blocking.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        match &mut self.out.staging {
+            Some(staging) => {
+                let at = self.slot + CRC_LEN as usize;
+                let crc = crc32fast::hash(staging.staged(at, self.filled));
+                staging.fill(self.slot, &crc.to_le_bytes());
+                staging.flush_pages(&mut self.out.file)?;
+                self.out.written += CRC_LEN + self.filled as u64;
+            }
+            None => {
+                self.out.put_chunk(&self.chunk)?;
+                self.chunk.clear();
+            }
+        }
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Appends bytes, writing out every chunk that fills. Blocking.
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            if self.chunk.is_empty() && data.len() >= self.chunk_size {
+            if self.out.staging.is_none() && self.filled == 0 && data.len() >= self.chunk_size {
                 let (whole, rest) = data.split_at(self.chunk_size);
                 self.out.put_chunk(whole)?;
                 data = rest;
                 continue;
             }
-            if self.chunk.capacity() == 0 {
-                self.chunk.reserve_exact(self.chunk_size);
-            }
-            let take = (self.chunk_size - self.chunk.len()).min(data.len());
-            self.chunk.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.chunk.len() == self.chunk_size {
-                self.out.put_chunk(&self.chunk)?;
-                self.chunk.clear();
+            let n = self.stage(data);
+            data = &data[n..];
+            if self.is_full() {
+                self.flush()?;
             }
         }
         Ok(())
@@ -148,9 +206,7 @@ impl ChunkWriter {
 
     /// Writes the last chunk and fsyncs the file; the guard still owns it.
     pub fn finish(mut self) -> Result<TempFile> {
-        if !self.chunk.is_empty() {
-            self.out.put_chunk(&self.chunk)?;
-        }
+        self.flush()?;
         if let Some(staging) = &mut self.out.staging {
             staging.flush_all(&mut self.out.file)?;
         }

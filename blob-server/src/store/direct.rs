@@ -90,19 +90,25 @@ impl Staging {
         self.pages.len() * ALIGN
     }
 
-    /// Appends `data` to the stream, writing out whole pages whenever the buffer fills.
-    pub fn push(&mut self, file: &mut DirectFile, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            if self.len == self.capacity() {
-                self.flush_pages(file)?;
-            }
-            let n = (self.capacity() - self.len).min(data.len());
-            let len = self.len;
-            self.bytes_mut()[len..len + n].copy_from_slice(&data[..n]);
-            self.len += n;
-            data = &data[n..];
-        }
-        Ok(())
+    /// Appends `data`, which must fit in the room left (the writer sizes the buffer for a
+    /// chunk); answers where it starts in the buffer.
+    pub fn append(&mut self, data: &[u8]) -> usize {
+        let at = self.len;
+        assert!(at + data.len() <= self.capacity(), "staging buffer overrun");
+        self.bytes_mut()[at..at + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        at
+    }
+
+    /// The `len` staged bytes at `at`.
+    pub fn staged(&self, at: usize, len: usize) -> &[u8] {
+        &self.bytes()[at..at + len]
+    }
+
+    /// Overwrites staged bytes at `at` (a checksum filled in once its chunk is complete).
+    pub fn fill(&mut self, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.len, "fill past the staged bytes");
+        self.bytes_mut()[at..at + data.len()].copy_from_slice(data);
     }
 
     /// Writes every whole page staged, keeping the partial last one (moved to the front).
@@ -231,11 +237,15 @@ mod tests {
         let mut s = pool.take(3 * ALIGN);
         let data: Vec<u8> = (0..5 * ALIGN + 77).map(|i| (i % 253) as u8).collect();
         for piece in data.chunks(1000) {
-            s.push(&mut f, piece).unwrap();
+            if s.capacity() - s.len < piece.len() {
+                s.flush_pages(&mut f).unwrap();
+            }
+            s.append(piece);
         }
-        // One full buffer (three pages) went out directly; the rest is still staged.
+        // Whole pages went out directly as the buffer filled; the rest is still staged.
         assert!(f.is_direct());
-        assert_eq!(s.len, data.len() - 3 * ALIGN);
+        assert!(s.len < 3 * ALIGN && s.at > 0);
+        assert_eq!(s.at as usize + s.len, data.len());
         s.flush_all(&mut f).unwrap();
         f.file.sync_data().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use overlay::Overlay;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead};
 
 pub use compact::CompactReport;
 pub use error::{Error, Result};
@@ -442,44 +442,35 @@ impl Store {
 
     async fn fill<R: AsyncRead + Unpin>(&self, app: &str, reader: R) -> Result<BlobWriter> {
         let w = self.writer(app)?;
-        self.fill_writer(w, reader).await
+        let chunk = self.inner.config.chunk_size as usize;
+        self.fill_writer(w, tokio::io::BufReader::with_capacity(chunk, reader))
+            .await
     }
 
-    /// Streams `reader` into `w` until its end, writing one chunk at a time off the async
-    /// threads; commit the result with [`BlobWriter::finish_blob`] or
-    /// [`BlobWriter::finish_object`] (blocking).
-    pub async fn fill_writer<R: AsyncRead + Unpin>(
+    /// Streams `reader` into `w` until its end: bytes are hashed and staged in place as they
+    /// arrive (no copy besides the one into the writer), and each full chunk of a content
+    /// file is written out on the blocking pool, so no async worker waits for the disk.
+    /// Commit the result with [`BlobWriter::finish_blob`] or [`BlobWriter::finish_object`]
+    /// (blocking), or their async forms.
+    pub async fn fill_writer<R: AsyncBufRead + Unpin>(
         &self,
         mut w: BlobWriter,
         mut reader: R,
     ) -> Result<BlobWriter> {
-        let cap = self.inner.config.chunk_size as usize;
-        // `read_buf` fills spare capacity: nothing is zeroed, and pages a small body never
-        // reaches are never touched.
-        let mut buf: Vec<u8> = Vec::with_capacity(cap);
         loop {
-            buf.clear();
-            while buf.len() < cap {
-                if reader.read_buf(&mut buf).await? == 0 {
-                    break;
-                }
-            }
-            if buf.is_empty() {
+            let data = reader.fill_buf().await?;
+            if data.is_empty() {
                 return Ok(w);
             }
-            let full = buf.len() == cap;
-            if w.is_remote() {
-                w.write_async(&buf).await?;
-            } else if w.writes_file(buf.len()) {
-                // A content file's chunk waits for the disk (direct I/O): not on an async
-                // worker.
-                (w, buf) = blocking(move || w.write(&buf).map(|()| (w, buf))).await?;
+            let taken = if w.is_remote() {
+                w.write_async(data).await?;
+                data.len()
             } else {
-                // Hashing and buffering a small body is quick: done in place.
-                (w, buf) = quick(move || w.write(&buf).map(|()| (w, buf))).await?;
-            }
-            if !full {
-                return Ok(w);
+                w.stage(data)?
+            };
+            reader.consume(taken);
+            if w.needs_flush() {
+                w = blocking(move || w.flush().map(|()| w)).await?;
             }
         }
     }

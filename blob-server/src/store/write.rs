@@ -111,23 +111,16 @@ impl BlobWriter {
         self.size
     }
 
-    /// Whether appending `more` bytes writes to a content file (so it may wait for the
-    /// disk): the object is, or becomes, larger than a volume record.
-    pub fn writes_file(&self, more: usize) -> bool {
-        match self.body {
-            Body::Small(_) => {
-                !self.is_remote() && self.size + more as u64 > self.inner.config.small_max
-            }
-            Body::Large(_) => true,
-            #[cfg(feature = "s3")]
-            Body::Remote(_) => false,
-        }
-    }
-
     /// Appends bytes. Fails with `TooLarge` or `QuotaExceeded` before storing anything more.
     /// Blocking (disk or, with a bucket, network I/O).
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.absorb(data)?;
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = self.stage(data)?;
+            data = &data[n..];
+            if self.needs_flush() {
+                self.flush()?;
+            }
+        }
         #[cfg(feature = "s3")]
         if let Body::Remote(w) = &mut self.body {
             if w.part_ready() {
@@ -146,9 +139,13 @@ impl BlobWriter {
         false
     }
 
-    /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on.
-    pub async fn write_async(&mut self, data: &[u8]) -> Result<()> {
-        self.absorb(data)?;
+    /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on. For a
+    /// bucket only (locally, use [`BlobWriter::stage`] and [`BlobWriter::flush`]).
+    pub async fn write_async(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = self.stage(data)?;
+            data = &data[n..];
+        }
         #[cfg(feature = "s3")]
         if let Body::Remote(w) = &mut self.body {
             w.ship().await?;
@@ -156,28 +153,51 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Checks limits, charges the quota, hashes and stores or buffers `data`; with a bucket,
-    /// a full part is left for the caller to send.
-    fn absorb(&mut self, data: &[u8]) -> Result<()> {
-        let new_size = self.size + data.len() as u64;
-        if new_size > self.limit {
+    /// Takes bytes from the front of `data` without waiting for any disk: checks limits,
+    /// charges the quota, hashes, and buffers or stages them (up to the end of a content
+    /// file's current chunk; then [`BlobWriter::flush`] must run before more is taken).
+    /// Answers how many bytes it took. Creating the content file, when the object outgrows
+    /// a volume record, is the only file operation here.
+    pub fn stage(&mut self, data: &[u8]) -> Result<usize> {
+        if self.size + data.len() as u64 > self.limit {
             return Err(Error::TooLarge { limit: self.limit });
         }
-        self.reservation.grow(data.len() as u64)?;
-        self.hasher.update(data);
         if let Body::Small(buf) = &self.body {
-            if let Some(body) = spill(&self.inner, buf, new_size)? {
+            if let Some(body) = spill(&self.inner, buf, self.size + data.len() as u64)? {
                 self.body = body;
             }
         }
+        let take = match &self.body {
+            Body::Large(w) => w.room().min(data.len()),
+            _ => data.len(),
+        };
+        let data = &data[..take];
+        self.reservation.grow(take as u64)?;
+        self.hasher.update(data);
         match &mut self.body {
             Body::Small(buf) => buf.extend_from_slice(data),
-            Body::Large(w) => w.write(data)?,
+            Body::Large(w) => {
+                w.stage(data);
+            }
             #[cfg(feature = "s3")]
             Body::Remote(w) => w.push(data),
         }
-        self.size = new_size;
-        Ok(())
+        self.size += take as u64;
+        Ok(take)
+    }
+
+    /// Whether a content file's chunk is full and must be written out
+    /// ([`BlobWriter::flush`]) before more bytes are staged.
+    pub fn needs_flush(&self) -> bool {
+        matches!(&self.body, Body::Large(w) if w.is_full())
+    }
+
+    /// Writes out a full chunk of the content file. Blocking (waits for the disk).
+    pub fn flush(&mut self) -> Result<()> {
+        match &mut self.body {
+            Body::Large(w) if w.is_full() => w.flush(),
+            _ => Ok(()),
+        }
     }
 
     /// Commits the content for direct access by id; returns its id once durable.

@@ -265,9 +265,13 @@ class Services:
                 )
             if self.blobs:
                 (d / "blob-data").mkdir(exist_ok=True)
+                # A small metadata log: its two files are written full of zeros at start
+                # (64 MiB each by default), which a test's throwaway store does not need.
+                (d / "blob.toml").write_text('meta_log_size = "1MiB"\n')
                 self._start(
                     "blob-server",
                     [
+                        *("--config", str(d / "blob.toml")),
                         *("--data-dir", str(d / "blob-data"), "--listen", "127.0.0.1:0"),
                         *("--admin-listen", "127.0.0.1:0", *tenants),
                     ],
