@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/blob/run.sh: Berth's blob-server against Debian's nginx (WebDAV PUT) on the same disk,
 # side by side in one run: PUT and GET throughput of 4 KiB and 1 MiB objects with concurrent
-# clients (wrk), their ratios, and the physical limits measured in the same run (fsync'd write
-# bandwidth and rate of the disk, SHA-256 speed of the CPU).
+# clients (wrk), their ratios, each server's CPU time per request, and the physical limits
+# measured in the same run (fsync'd write bandwidth and rate of the disk, SHA-256 speed of the
+# CPU).
 #
 #   bench/blob/run.sh [--duration S] [--rounds N] [--connections C] [--no-build]
 #
@@ -103,6 +104,7 @@ OURS_ADMIN=$(free_port)
 "$BLOB_BIN" --data-dir "$WORK/ours/data" --tenants "$WORK/tenants.toml" \
     --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$OURS_ADMIN" \
     >"$WORK/ours.log" 2>&1 &
+OURS_PID=$!
 PIDS+=($!)
 
 NGINX_PORT=$(free_port)
@@ -132,9 +134,14 @@ http {
 }
 EOF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+NGINX_PID=$!
 PIDS+=($!)
 wait_port "$OURS_PORT"
 wait_port "$NGINX_PORT"
+# nginx serves from its worker processes (children of the master started above).
+NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+[ -n "$NGINX_WORKERS" ] || die "no nginx worker processes"
+CLK_TCK=$(getconf CLK_TCK)
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///')
 
 # --- seed the objects the GET runs read -----------------------------------------------
@@ -160,17 +167,29 @@ for size in 4096 1048576; do
 done
 
 # --- runs -----------------------------------------------------------------------------
-# run_wrk SERVER MODE SIZE ROUND -> prints "RPS P99_MS"
+# CPU time (user + system, clock ticks) the processes PIDS... have used so far.
+cpu_ticks() {
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+
+# run_wrk SERVER MODE SIZE ROUND -> prints "RPS P99_MS CPU_US" (the server's CPU time per
+# request, which moves less than throughput when other tenants slow the machine down)
 run_wrk() {
-    local server=$1 mode=$2 size=$3 round=$4 port prefix auth
+    local server=$1 mode=$2 size=$3 round=$4 port prefix auth pids c0 c1
     if [ "$server" = ours ]; then
-        port=$OURS_PORT prefix="/buckets/b$size/keys/" auth="Bearer $TOKEN"
+        port=$OURS_PORT prefix="/buckets/b$size/keys/" auth="Bearer $TOKEN" pids=$OURS_PID
     else
-        port=$NGINX_PORT prefix="/b$size/" auth=""
+        port=$NGINX_PORT prefix="/b$size/" auth="" pids=$NGINX_WORKERS
     fi
     # Dirty pages left by earlier runs (nginx never fsyncs) are written back first, so no run
     # is throttled by another's writeback.
     sync
+    # shellcheck disable=SC2086 # one argument per process id
+    c0=$(cpu_ticks $pids)
     BENCH_MODE=$mode BENCH_PREFIX=$prefix BENCH_SIZE=$size BENCH_KEYS=${SEEDS[$size]} \
         BENCH_AUTH=$auth BENCH_RUN="r$round" \
         wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$HERE/wrk.lua" \
@@ -178,16 +197,19 @@ run_wrk() {
         cat "$WORK/wrk.err" >&2
         die "wrk failed against $server"
     }
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
     if grep -q "Non-2xx" "$WORK/wrk.out"; then
         cat "$WORK/wrk.out" "$WORK/wrk.err" >&2
         die "$server answered errors during $mode $size"
     fi
-    awk '
+    awk -v ticks=$((c1 - c0)) -v hz="$CLK_TCK" '
+        /requests in/ { n = $1 }
         /Requests\/sec:/ { rps = $2 }
         /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); p = v / 1000 }
                    else if (v ~ /ms$/) { sub(/ms$/, "", v); p = v }
                    else if (v ~ /s$/) { sub(/s$/, "", v); p = v * 1000 } }
-        END { printf "%.0f %.2f\n", rps, p }' "$WORK/wrk.out"
+        END { printf "%.0f %.2f %.1f\n", rps, p, (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out"
 }
 
 declare -A RESULTS
@@ -198,7 +220,7 @@ for round in $(seq 1 "$ROUNDS"); do
             for server in $order; do
                 r=$(run_wrk "$server" "$mode" "$size" "$round")
                 RESULTS["$server $mode $size"]+="$r;"
-                log "round $round: $server $mode $size: $r (req/s, p99 ms)"
+                log "round $round: $server $mode $size: $r (req/s, p99 ms, server CPU µs/req)"
             done
         done
     done
@@ -210,16 +232,21 @@ median() { tr ';' '\n' | awk -v col="$1" 'NF { print $col }' | sort -n |
 echo
 echo "blob-server vs nginx $NGINX_VERSION (WebDAV PUT, no fsync), wrk -t2 -c$CONNECTIONS, ${DURATION}s runs, $ROUNDS rounds, medians"
 echo "disk: fsync'd sequential write $FSYNC_MBS; fsync'd 4 KiB writes ${FSYNC_4K}/s; CPU: SHA-256 ${SHA_MBS} MB/s"
-printf '%-10s %12s %12s %8s %14s %14s\n' "op" "ours req/s" "nginx req/s" "ratio" "ours p99 ms" "nginx p99 ms"
+printf '%-10s %12s %12s %8s %14s %14s %10s %10s\n' "op" "ours req/s" "nginx req/s" "ratio" \
+    "ours p99 ms" "nginx p99 ms" "ours µs" "nginx µs"
 for size in 4096 1048576; do
     for mode in put get; do
         o=$(echo "${RESULTS["ours $mode $size"]}" | median 1)
         n=$(echo "${RESULTS["nginx $mode $size"]}" | median 1)
         op=$(echo "${RESULTS["ours $mode $size"]}" | median 2)
         np=$(echo "${RESULTS["nginx $mode $size"]}" | median 2)
+        oc=$(echo "${RESULTS["ours $mode $size"]}" | median 3)
+        nc=$(echo "${RESULTS["nginx $mode $size"]}" | median 3)
         label="$mode $([ "$size" = 4096 ] && echo 4KiB || echo 1MiB)"
         ratio=$(awk -v a="$o" -v b="$n" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-        printf '%-10s %12s %12s %7sx %14s %14s\n' "$label" "$o" "$n" "$ratio" "$op" "$np"
+        printf '%-10s %12s %12s %7sx %14s %14s %10s %10s\n' "$label" "$o" "$n" "$ratio" "$op" "$np" \
+            "$oc" "$nc"
     done
 done
 echo "targets: PUT 4KiB >= 1.0x, GET 4KiB >= 1.0x, GET 1MiB >= 1.0x, PUT 1MiB >= 0.8x"
+echo "µs: CPU time (user + system) of the server's own processes per request, median"
