@@ -101,8 +101,9 @@ impl ChunkWriter {
     /// Creates the temp file at `path` and writes the header; with a staging pool, writes
     /// bypass the page cache where the file system allows it.
     pub fn create(path: PathBuf, chunk_size: u32, direct: Option<&Pool>) -> Result<Self> {
-        let (file, is_direct) = open_new(&path, direct.is_some())?;
+        // The guard first: a direct open the file system refuses may have created the file.
         let guard = TempFile { path, armed: true };
+        let (file, is_direct) = open_new(guard.path(), direct.is_some())?;
         let mut out = Out {
             file: DirectFile::new(file, is_direct),
             written: HEADER_LEN,

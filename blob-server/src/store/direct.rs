@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 /// of common disks).
 pub(crate) const ALIGN: usize = 4096;
 
-/// Staging buffers kept for reuse (beyond this, finished writers free theirs).
-const POOL_MAX: usize = 64;
+/// Bytes of staging buffers kept for reuse (beyond this, finished writers free theirs).
+const POOL_BYTES: usize = 64 << 20;
 
 /// One aligned page of a staging buffer.
 #[repr(C, align(4096))]
@@ -66,7 +66,8 @@ impl Drop for Staging {
     fn drop(&mut self) {
         let pages = std::mem::take(&mut self.pages);
         let mut free = self.pool.0.lock();
-        if free.len() < POOL_MAX {
+        let kept: usize = free.iter().map(|b| b.len() * ALIGN).sum();
+        if kept + pages.len() * ALIGN <= POOL_BYTES {
             free.push(pages);
         }
     }

@@ -79,6 +79,9 @@ pub struct BlobWriter {
     reservation: Reservation,
     body: Body,
     limit: u64,
+    /// The object outgrew a volume record: the next [`BlobWriter::flush`] moves it to a
+    /// content file (creating the file and writing what was buffered waits for the disk).
+    spill_due: bool,
 }
 
 impl BlobWriter {
@@ -93,6 +96,7 @@ impl BlobWriter {
             size: 0,
             reservation,
             body: Body::Small(Vec::new()),
+            spill_due: false,
         }
     }
 
@@ -139,12 +143,16 @@ impl BlobWriter {
         false
     }
 
-    /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on. For a
-    /// bucket only (locally, use [`BlobWriter::stage`] and [`BlobWriter::flush`]).
+    /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on. Meant
+    /// for a bucket; a local writer's disk writes still block here (async code uses
+    /// [`BlobWriter::stage`] and runs [`BlobWriter::flush`] off its workers instead).
     pub async fn write_async(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let n = self.stage(data)?;
             data = &data[n..];
+            if self.needs_flush() {
+                self.flush()?;
+            }
         }
         #[cfg(feature = "s3")]
         if let Body::Remote(w) = &mut self.body {
@@ -153,19 +161,28 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Takes bytes from the front of `data` without waiting for any disk: checks limits,
-    /// charges the quota, hashes, and buffers or stages them (up to the end of a content
-    /// file's current chunk; then [`BlobWriter::flush`] must run before more is taken).
-    /// Answers how many bytes it took. Creating the content file, when the object outgrows
-    /// a volume record, is the only file operation here.
+    /// Takes bytes from the front of `data` without touching the disk: checks limits,
+    /// charges the quota, hashes, and buffers or stages them, up to the end of a content
+    /// file's current chunk. Answers how many bytes it took; when that is short of `data`,
+    /// [`BlobWriter::needs_flush`] holds and [`BlobWriter::flush`] must run before more is
+    /// taken. Fails with `TooLarge` or `QuotaExceeded` before taking bytes past a limit
+    /// (what was taken before stays charged until the writer is dropped).
     pub fn stage(&mut self, data: &[u8]) -> Result<usize> {
         if self.size + data.len() as u64 > self.limit {
             return Err(Error::TooLarge { limit: self.limit });
         }
-        if let Body::Small(buf) = &self.body {
-            if let Some(body) = spill(&self.inner, buf, self.size + data.len() as u64)? {
-                self.body = body;
-            }
+        // With a bucket, every byte goes there (no local volumes).
+        #[cfg(feature = "s3")]
+        if let (Some(remote), Body::Small(buf)) = (&self.inner.remote, &self.body) {
+            let mut w = remote.writer(self.inner.config.chunk_size);
+            w.push(buf);
+            self.body = Body::Remote(w);
+        }
+        if matches!(self.body, Body::Small(_))
+            && self.size + data.len() as u64 > self.inner.config.small_max
+        {
+            self.spill_due = true;
+            return Ok(0);
         }
         let take = match &self.body {
             Body::Large(w) => w.room().min(data.len()),
@@ -186,14 +203,26 @@ impl BlobWriter {
         Ok(take)
     }
 
-    /// Whether a content file's chunk is full and must be written out
-    /// ([`BlobWriter::flush`]) before more bytes are staged.
+    /// Whether [`BlobWriter::flush`] must run before more bytes are staged: the object
+    /// outgrew a volume record, or a content file's chunk is full.
     pub fn needs_flush(&self) -> bool {
-        matches!(&self.body, Body::Large(w) if w.is_full())
+        self.spill_due || matches!(&self.body, Body::Large(w) if w.is_full())
     }
 
-    /// Writes out a full chunk of the content file. Blocking (waits for the disk).
+    /// Moves a grown object to a new content file, or writes out a full chunk of it.
+    /// Blocking (waits for the disk).
     pub fn flush(&mut self) -> Result<()> {
+        if self.spill_due {
+            let Body::Small(buf) = &self.body else {
+                unreachable!("a spill is due only from a buffered body")
+            };
+            let inner = &self.inner;
+            let direct = inner.config.direct_io.then_some(&inner.staging);
+            let mut w = ChunkWriter::create(inner.temp_path(), inner.config.chunk_size, direct)?;
+            w.write(buf)?;
+            self.body = Body::Large(w);
+            self.spill_due = false;
+        }
         match &mut self.body {
             Body::Large(w) if w.is_full() => w.flush(),
             _ => Ok(()),
@@ -323,24 +352,6 @@ impl BlobWriter {
             target,
         }
     }
-}
-
-/// Where the bytes buffered so far (`buf`) move once the object reaches `new_size` bytes:
-/// a chunked temp file past `small_max`, or the bucket (for every byte, no local volumes).
-fn spill(inner: &Inner, buf: &[u8], new_size: u64) -> Result<Option<Body>> {
-    #[cfg(feature = "s3")]
-    if let Some(remote) = &inner.remote {
-        let mut w = remote.writer(inner.config.chunk_size);
-        w.push(buf);
-        return Ok(Some(Body::Remote(w)));
-    }
-    if new_size > inner.config.small_max {
-        let direct = inner.config.direct_io.then_some(&inner.staging);
-        let mut w = ChunkWriter::create(inner.temp_path(), inner.config.chunk_size, direct)?;
-        w.write(buf)?;
-        return Ok(Some(Body::Large(w)));
-    }
-    Ok(None)
 }
 
 /// What committing as the named object `bucket/key` means, once the names are checked.

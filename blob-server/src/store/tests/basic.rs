@@ -308,6 +308,45 @@ async fn async_writes_stream_from_a_reader() {
     assert_eq!(back.unwrap(), data);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_larger_than_a_record_move_to_content_files_whatever_the_sizes() {
+    // A volume record bigger than a chunk (the move to a content file writes whole chunks
+    // at once), and the default shape; pieces of every size around both limits.
+    for (small_max, chunk_size) in [(10_000u64, 4096u32), (1024, 4096)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            small_max,
+            chunk_size,
+            volume_max: 1 << 20,
+            ..cfg()
+        };
+        let s = Store::open(dir.path(), cfg).unwrap();
+        for (seed, len) in [(1u64, 9_999usize), (2, 10_000), (3, 10_001), (4, 50_000)] {
+            let data = content(seed * 31 + small_max, len);
+            for piece in [1usize, 4095, 4096, 10_001, 60_000] {
+                let (tx, rx) = tokio::io::duplex(piece.max(64));
+                let feed = data.clone();
+                let writer = tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut tx = tx;
+                    for p in feed.chunks(piece) {
+                        tx.write_all(p).await.unwrap();
+                    }
+                });
+                let id = s.write_from("a", rx).await.unwrap();
+                writer.await.unwrap();
+                assert_eq!(id, sha(&data), "len {len}, piece {piece}");
+                let s2 = s.clone();
+                let back = tokio::task::spawn_blocking(move || read_all(&s2, "a", &id))
+                    .await
+                    .unwrap();
+                assert_eq!(back.unwrap(), data, "len {len}, piece {piece}");
+            }
+        }
+        assert_eq!(s.usage("a").used, 9_999 + 10_000 + 10_001 + 50_000);
+    }
+}
+
 #[test]
 fn configs_the_format_cannot_honour_are_refused() {
     let dir = tempfile::tempdir().unwrap();
