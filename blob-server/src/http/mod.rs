@@ -496,16 +496,39 @@ fn upload_error(e: crate::store::Error) -> ApiError {
 /// Wraps a reader so that a peer sending nothing for `timeout` gets a `TimedOut` error.
 struct IdleTimeout<R> {
     inner: R,
-    timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    idle: Idle,
 }
 
 impl<R> IdleTimeout<R> {
     fn new(inner: R, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            idle: Idle {
+                timeout,
+                sleep: Box::pin(tokio::time::sleep(timeout)),
+            },
+        }
+    }
+}
+
+/// The idle clock of an [`IdleTimeout`].
+struct Idle {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    /// Bytes arrived: the idle time starts over.
+    fn restart(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    /// The inner reader is pending: an error once it has been idle too long.
+    fn poll_expired<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -520,15 +543,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let deadline = tokio::time::Instant::now() + self.timeout;
-                    self.sleep.as_mut().reset(deadline);
+                    self.idle.restart();
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(idle_error())),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => self.idle.poll_expired(cx),
         }
     }
 }
@@ -539,16 +558,12 @@ impl<R: AsyncBufRead + Unpin> AsyncBufRead for IdleTimeout<R> {
         match Pin::new(&mut this.inner).poll_fill_buf(cx) {
             Poll::Ready(Ok(buf)) => {
                 if !buf.is_empty() {
-                    let deadline = tokio::time::Instant::now() + this.timeout;
-                    this.sleep.as_mut().reset(deadline);
+                    this.idle.restart();
                 }
                 Poll::Ready(Ok(buf))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(idle_error())),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => this.idle.poll_expired(cx),
         }
     }
 

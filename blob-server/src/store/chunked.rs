@@ -68,9 +68,10 @@ pub(crate) struct ChunkWriter {
     chunk_size: usize,
 }
 
-/// The open temp file and how many bytes of it are written.
+/// The open temp file.
 struct Out {
     file: DirectFile,
+    /// Buffered: bytes written so far (where the next chunk's writeback starts).
     written: u64,
     /// With direct I/O: the bytes not yet written (a partial page and the current chunk).
     staging: Option<Staging>,
@@ -176,7 +177,6 @@ impl ChunkWriter {
                 let crc = crc32fast::hash(staging.staged(at, self.filled));
                 staging.fill(self.slot, &crc.to_le_bytes());
                 staging.flush_pages(&mut self.out.file)?;
-                self.out.written += CRC_LEN + self.filled as u64;
             }
             None => {
                 self.out.put_chunk(&self.chunk)?;

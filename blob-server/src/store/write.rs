@@ -117,14 +117,8 @@ impl BlobWriter {
 
     /// Appends bytes. Fails with `TooLarge` or `QuotaExceeded` before storing anything more.
     /// Blocking (disk or, with a bucket, network I/O).
-    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        while !data.is_empty() {
-            let n = self.stage(data)?;
-            data = &data[n..];
-            if self.needs_flush() {
-                self.flush()?;
-            }
-        }
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.take_all(data)?;
         #[cfg(feature = "s3")]
         if let Body::Remote(w) = &mut self.body {
             if w.part_ready() {
@@ -146,17 +140,23 @@ impl BlobWriter {
     /// [`BlobWriter::write`] for async code: upload parts are awaited, not blocked on. Meant
     /// for a bucket; a local writer's disk writes still block here (async code uses
     /// [`BlobWriter::stage`] and runs [`BlobWriter::flush`] off its workers instead).
-    pub async fn write_async(&mut self, mut data: &[u8]) -> Result<()> {
+    pub async fn write_async(&mut self, data: &[u8]) -> Result<()> {
+        self.take_all(data)?;
+        #[cfg(feature = "s3")]
+        if let Body::Remote(w) = &mut self.body {
+            w.ship().await?;
+        }
+        Ok(())
+    }
+
+    /// Stages all of `data`, flushing in place whenever a flush is due (blocking).
+    fn take_all(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let n = self.stage(data)?;
             data = &data[n..];
             if self.needs_flush() {
                 self.flush()?;
             }
-        }
-        #[cfg(feature = "s3")]
-        if let Body::Remote(w) = &mut self.body {
-            w.ship().await?;
         }
         Ok(())
     }
