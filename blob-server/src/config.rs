@@ -72,6 +72,11 @@ pub struct Config {
     pub direct_io: bool,
     /// A volume file takes no more appends past this size.
     pub volume_max: ByteSize,
+    /// Zeros written ahead of the end of the volume being appended to, so that each group
+    /// commit's fsync overwrites blocks the file already has instead of growing it (several
+    /// times cheaper on ext4); "0" turns it off. Only written while the file system keeps
+    /// 64 MiB plus sixteen times this free.
+    pub volume_prealloc: ByteSize,
     /// Time between commits of the metadata database; changes in between are durable in
     /// the metadata log (`meta-0.wal`, `meta-1.wal`) and replayed from it after a crash.
     pub meta_checkpoint_interval: HumanDuration,
@@ -262,6 +267,7 @@ impl Default for Config {
             chunk_size: ByteSize(u64::from(store.chunk_size)),
             direct_io: store.direct_io,
             volume_max: ByteSize(store.volume_max),
+            volume_prealloc: ByteSize(store.volume_prealloc),
             meta_checkpoint_interval: HumanDuration(store.checkpoint),
             meta_log_size: ByteSize(store.wal_bytes),
             scrub_interval: HumanDuration(Duration::from_secs(24 * 3600)),
@@ -295,6 +301,7 @@ impl Config {
             small_max: self.small_object_max.0,
             chunk_size: u32::try_from(self.chunk_size.0).unwrap_or(u32::MAX),
             volume_max: self.volume_max.0,
+            volume_prealloc: self.volume_prealloc.0,
             max_object: self.max_object_size.0,
             default_quota: self.default_quota.0,
             checkpoint: self.meta_checkpoint_interval.0,

@@ -245,8 +245,9 @@ fn open_new(path: &Path, direct: bool) -> io::Result<(File, bool)> {
 
 /// Asks the kernel to start writing `len` bytes at `offset` of `file` to the disk without
 /// waiting for it. Only a head start for the fsync that follows (which is what makes the bytes
-/// durable), so a failure is ignored.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+/// durable), so a failure is ignored. With `SYNC_FILE_RANGE_WRITE` alone it reports no
+/// write-back error either: those stay for the fsync that owns them.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for as
     // long as `file` is borrowed.

@@ -246,6 +246,10 @@ impl Committer {
                     if tx.send((batch, failed)).is_err() {
                         return;
                     }
+                    // Between groups, off the writers' path: room for the next appends.
+                    if let Err(e) = volumes.preallocate() {
+                        tracing::warn!(error = %e, "could not write room ahead in the volume");
+                    }
                 }
             });
         let syncer = match syncer {

@@ -83,6 +83,9 @@ pub struct StoreConfig {
     pub chunk_size: u32,
     /// A volume file is closed for appends once it would pass this size.
     pub volume_max: u64,
+    /// Zeroed room kept written ahead of the active volume's end, so group fsyncs overwrite
+    /// instead of growing the file (0: none).
+    pub volume_prealloc: u64,
     /// Largest object accepted.
     pub max_object: u64,
     /// Quota of an app without its own.
@@ -135,6 +138,7 @@ impl Default for StoreConfig {
             small_max: 64 << 10,
             chunk_size: 256 << 10,
             volume_max: 1 << 30,
+            volume_prealloc: 4 << 20,
             max_object: 5 << 30,
             default_quota: 100 << 30,
             max_batch: 1024,
@@ -232,6 +236,8 @@ impl Inner {
         if let Some(h) = self.committer.lock().take() {
             let _ = h.join();
         }
+        // Leave the volume as long as its records (reopening would drop the room anyway).
+        self.volumes.trim();
     }
 }
 
@@ -318,6 +324,7 @@ impl Store {
         let volumes = Arc::new(Volumes::open(
             paths.volumes.clone(),
             config.volume_max,
+            config.volume_prealloc,
             &ends,
         )?);
         recover::sweep_orphans(&paths, &files)?;

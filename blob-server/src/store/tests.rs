@@ -22,6 +22,8 @@ pub(super) fn cfg() -> StoreConfig {
         small_max: 1024,
         chunk_size: 4096,
         volume_max: 64 << 10,
+        // Room for a few records, so appends both fill it and grow past it.
+        volume_prealloc: 8 << 10,
         max_object: 1 << 30,
         default_quota: 1 << 40,
         max_batch: 1024,

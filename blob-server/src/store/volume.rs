@@ -1,6 +1,13 @@
 //! Volume files: small objects appended as checksummed records (Haystack "needles"), so many
 //! small writes share one fsync. Appends only write; the committer fsyncs a volume once per
 //! group of writers before it commits their metadata. Recovery at open truncates a torn tail.
+//!
+//! The active volume keeps zeroed room ahead of its last record ([`Volumes::preallocate`]):
+//! an fdatasync of bytes written inside the file's size and blocks costs one data write and a
+//! cache flush, where an append that grows the file also writes its inode and block maps
+//! (on this project's test disk 100 µs against 280 µs per fsync'd 4 KiB write). Zeros are
+//! written, not `fallocate`d: ext4 marks fallocated extents unwritten, and converting them
+//! is a metadata change again. Recovery stops at the zeros as at any torn tail.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::store::chunked::start_writeback;
 use crate::store::{sync_dir, ContentId, Error, Result};
 
 /// Magic at the start of every volume file.
@@ -77,7 +85,10 @@ pub(crate) fn decode_record<'a>(
 struct Active {
     number: u32,
     file: Arc<File>,
+    /// End of the last record: where the next one goes.
     len: u64,
+    /// Size of the file: `len` plus the zeroed room written ahead of it.
+    allocated: u64,
     /// Set after a failed fsync: the kernel may have dropped dirty pages, so start a new file.
     broken: bool,
 }
@@ -86,6 +97,8 @@ struct Active {
 pub(crate) struct Volumes {
     dir: PathBuf,
     max_len: u64,
+    /// Zeroed room kept ahead of the active volume's end (0: none).
+    prealloc: u64,
     files: RwLock<HashMap<u32, Arc<File>>>,
     active: Mutex<Option<Active>>,
     /// Volumes emptied by compaction and unlinked, kept open for readers that looked their
@@ -100,8 +113,14 @@ fn volume_path(dir: &Path, number: u32) -> PathBuf {
 impl Volumes {
     /// Opens every volume in `dir`, truncating torn tails. `referenced_end[v]` is the end of the
     /// last record of volume `v` the metadata points at: those bytes are acknowledged and kept;
-    /// scanning starts there.
-    pub fn open(dir: PathBuf, max_len: u64, referenced_end: &HashMap<u32, u64>) -> Result<Self> {
+    /// scanning starts there. `prealloc` is the zeroed room to keep ahead of the active
+    /// volume's end (0 for none).
+    pub fn open(
+        dir: PathBuf,
+        max_len: u64,
+        prealloc: u64,
+        referenced_end: &HashMap<u32, u64>,
+    ) -> Result<Self> {
         let mut numbers = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let name = entry?.file_name();
@@ -143,12 +162,14 @@ impl Volumes {
                 number: n,
                 file,
                 len,
+                allocated: len,
                 broken: false,
             });
         }
         Ok(Volumes {
             dir,
             max_len,
+            prealloc,
             files: RwLock::new(files),
             active: Mutex::new(last),
             retired: Mutex::new(Vec::new()),
@@ -208,7 +229,16 @@ impl Volumes {
         };
         if need_new {
             let next = guard.as_ref().map_or(1, |a| a.number + 1);
-            *guard = Some(self.create(next)?);
+            let new = self.create(next)?;
+            if let Some(old) = guard.replace(new) {
+                // A sealed volume's size is its records (compaction weighs its dead bytes
+                // against it): drop the zeroed room. Recovery would, too.
+                if old.allocated > old.len {
+                    if let Err(e) = old.file.set_len(old.len) {
+                        tracing::warn!(volume = old.number, error = %e, "could not trim a sealed volume");
+                    }
+                }
+            }
         }
         let active = guard.as_mut().expect("active volume");
         let offset = active.len;
@@ -218,10 +248,61 @@ impl Volumes {
             if active.file.set_len(offset).is_err() {
                 active.broken = true;
             }
+            active.allocated = offset;
             return Err(e.into());
         }
         active.len += rec.len() as u64;
+        active.allocated = active.allocated.max(active.len);
         Ok((active.number, offset))
+    }
+
+    /// Keeps zeroed room ahead of the active volume's end: when less than half of the
+    /// configured room is left, writes zeros up to a full room past the last record (never
+    /// past `volume_max`). Nothing is fsynced here: the next group's fsync of the volume
+    /// makes the new size durable once, and every fsync after it is a plain overwrite. (An
+    /// fsync here could consume a write-back error that belongs to a group's records, which
+    /// that group's own fsync would then miss.) Writeback of the zeros is started at once so
+    /// that group's fsync finds little left to write. Returns the bytes added.
+    pub fn preallocate(&self) -> io::Result<u64> {
+        if self.prealloc == 0 {
+            return Ok(0);
+        }
+        let mut guard = self.active.lock();
+        let Some(a) = guard.as_mut() else {
+            return Ok(0);
+        };
+        if a.broken || a.allocated - a.len >= self.prealloc / 2 {
+            return Ok(0);
+        }
+        let target = (a.len + self.prealloc).min(self.max_len);
+        if target <= a.allocated || !plenty_free(&a.file, target - a.allocated) {
+            return Ok(0);
+        }
+        if let Err(e) = write_zeros(&a.file, a.allocated, target) {
+            // Drop what part of the room got written: appends then grow the file as before.
+            if a.file.set_len(a.allocated).is_err() {
+                a.broken = true;
+            }
+            return Err(e);
+        }
+        let added = target - a.allocated;
+        start_writeback(&a.file, a.allocated, added);
+        a.allocated = target;
+        Ok(added)
+    }
+
+    /// Drops the active volume's zeroed room (at close).
+    pub fn trim(&self) {
+        if let Some(a) = self.active.lock().as_mut() {
+            if a.allocated > a.len {
+                match a.file.set_len(a.len) {
+                    Ok(()) => a.allocated = a.len,
+                    Err(e) => {
+                        tracing::warn!(volume = a.number, error = %e, "could not trim the volume")
+                    }
+                }
+            }
+        }
     }
 
     fn create(&self, number: u32) -> Result<Active> {
@@ -232,6 +313,14 @@ impl Volumes {
             .create_new(true)
             .open(&path)?;
         file.write_all_at(&volume_header(number), 0)?;
+        // The first room is written with the header and made durable with it.
+        let mut allocated = (VOLUME_HEADER_LEN + self.prealloc).min(self.max_len);
+        if !plenty_free(&file, allocated - VOLUME_HEADER_LEN) {
+            allocated = VOLUME_HEADER_LEN;
+        }
+        if allocated > VOLUME_HEADER_LEN {
+            write_zeros(&file, VOLUME_HEADER_LEN, allocated)?;
+        }
         file.sync_all()?;
         sync_dir(&self.dir)?;
         let file = Arc::new(file);
@@ -240,6 +329,7 @@ impl Volumes {
             number,
             file,
             len: VOLUME_HEADER_LEN,
+            allocated: allocated.max(VOLUME_HEADER_LEN),
             broken: false,
         })
     }
@@ -328,16 +418,78 @@ fn recover(file: &File, number: u32, start: u64) -> Result<u64> {
         pos += RECORD_HEADER_LEN + data_len;
     }
     if pos != len {
-        tracing::warn!(
-            volume = number,
-            from = len,
-            to = pos,
-            "truncating torn volume tail"
-        );
+        if is_zero(file, pos, len)? {
+            // Room written ahead of the last record; it is written again when needed.
+            tracing::debug!(
+                volume = number,
+                from = len,
+                to = pos,
+                "dropping zeroed room"
+            );
+        } else {
+            tracing::warn!(
+                volume = number,
+                from = len,
+                to = pos,
+                "truncating torn volume tail"
+            );
+        }
         file.set_len(pos)?;
         file.sync_all()?;
     }
     Ok(pos)
+}
+
+/// Zeros written at a time.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Free space a file system must keep beyond the room for room to be written ahead.
+const KEEP_FREE: u64 = 64 << 20;
+
+/// Whether the file system of `file` has `want` bytes to spare for zeros written ahead: room
+/// is a speed-up, so it never takes the last space an upload could use (with less free than
+/// `KEEP_FREE` plus sixteen times the room, volumes grow one record at a time instead).
+fn plenty_free(file: &File, want: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs writes a whole `statvfs` into the pointer on success, and the
+    // descriptor is open for as long as `file` is borrowed; it is read only after success.
+    let ok = unsafe { libc::fstatvfs(file.as_raw_fd(), st.as_mut_ptr()) } == 0;
+    if !ok {
+        return false;
+    }
+    // SAFETY: fstatvfs returned 0, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    // fsblkcnt_t and c_ulong are narrower than u64 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    free >= KEEP_FREE.saturating_add(want.saturating_mul(16))
+}
+
+/// Whether `from..to` of `file` holds only zeros.
+fn is_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; ZEROS.len()];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 fn volume_header(number: u32) -> Vec<u8> {
@@ -381,7 +533,7 @@ mod tests {
     #[test]
     fn append_read_rotate_and_recover() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Volumes::open(dir.path().into(), 200, &HashMap::new()).unwrap();
+        let v = Volumes::open(dir.path().into(), 200, 0, &HashMap::new()).unwrap();
         let mut placed = Vec::new();
         for i in 0..10u8 {
             let data = vec![i; 50];
@@ -410,7 +562,7 @@ mod tests {
             let e = ends.entry(*n).or_insert(0);
             *e = (*e).max(off + RECORD_HEADER_LEN + 50);
         }
-        let v = Volumes::open(dir.path().into(), 200, &ends).unwrap();
+        let v = Volumes::open(dir.path().into(), 200, 0, &ends).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), len);
         for (id, n, off, data) in &placed {
             assert_eq!(&v.read(*n, *off, id, 50).unwrap(), data);
@@ -423,7 +575,7 @@ mod tests {
     #[test]
     fn unreferenced_old_volumes_are_reclaimed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Volumes::open(dir.path().into(), 200, &HashMap::new()).unwrap();
+        let v = Volumes::open(dir.path().into(), 200, 0, &HashMap::new()).unwrap();
         let mut last = (0, 0);
         for i in 0..6u8 {
             let data = vec![i; 50];
@@ -434,7 +586,7 @@ mod tests {
         assert!(last.0 >= 3);
         // Only volume 2 is still referenced: 1 and every other old one go, the newest stays.
         let ends = HashMap::from([(2u32, VOLUME_HEADER_LEN + RECORD_HEADER_LEN + 50)]);
-        let v = Volumes::open(dir.path().into(), 200, &ends).unwrap();
+        let v = Volumes::open(dir.path().into(), 200, 0, &ends).unwrap();
         let mut left: Vec<u32> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| {
@@ -458,7 +610,116 @@ mod tests {
     fn foreign_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("00000001.vol"), b"NOTAVOLUMEFILE!!!!!!").unwrap();
-        let r = Volumes::open(dir.path().into(), 1 << 20, &HashMap::new());
+        let r = Volumes::open(dir.path().into(), 1 << 20, 0, &HashMap::new());
         assert!(matches!(r, Err(Error::Format(_))));
+    }
+
+    fn file_len(v: &Volumes, n: u32) -> u64 {
+        fs::metadata(v.path(n)).unwrap().len()
+    }
+
+    #[test]
+    fn appends_land_in_the_zeroed_room_and_recovery_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        // 94-byte records; room for ten of them written ahead; volumes of up to 2,000 bytes.
+        let v = Volumes::open(dir.path().into(), 2000, 940, &HashMap::new()).unwrap();
+        let data = vec![1u8; 50];
+        let (n, off) = v.append(&id_of(&data), &data).unwrap();
+        assert_eq!((n, off), (1, VOLUME_HEADER_LEN));
+        // The room came with the new file.
+        assert_eq!(file_len(&v, 1), VOLUME_HEADER_LEN + 940);
+        let mut placed = vec![(id_of(&data), off, data)];
+        for i in 2..=12u8 {
+            let data = vec![i; 50];
+            let (n, off) = v.append(&id_of(&data), &data).unwrap();
+            assert_eq!(n, 1);
+            placed.push((id_of(&data), off, data));
+            v.sync(1).unwrap();
+            let before = file_len(&v, 1);
+            let added = v.preallocate().unwrap();
+            let end = off + 94;
+            // Room is topped up only when less than half is left, to a full room past the
+            // last record, and never past volume_max.
+            if before - end < 470 {
+                assert_eq!(file_len(&v, 1), (end + 940).min(2000), "after record {i}");
+                assert_eq!(added, file_len(&v, 1) - before);
+            } else {
+                assert_eq!((added, file_len(&v, 1)), (0, before), "after record {i}");
+            }
+        }
+        let end = placed.last().unwrap().1 + 94;
+        assert!(file_len(&v, 1) > end);
+        drop(v);
+        // A torn append inside the room: half a record, zeros after it.
+        let half = &encode_record(&id_of(b"x"), &[9u8; 50])[..60];
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("00000001.vol"))
+            .unwrap();
+        f.write_all_at(half, end).unwrap();
+        drop(f);
+        let ends = HashMap::from([(1u32, VOLUME_HEADER_LEN + 94)]);
+        let v = Volumes::open(dir.path().into(), 2000, 940, &ends).unwrap();
+        assert_eq!(file_len(&v, 1), end, "torn record and room dropped");
+        for (id, off, data) in &placed {
+            assert_eq!(&v.read(1, *off, id, 50).unwrap(), data);
+        }
+        // Appends go on at the end, growing the file until the room is written again.
+        let data = vec![42u8; 50];
+        let (n, off) = v.append(&id_of(&data), &data).unwrap();
+        assert_eq!((n, off), (1, end));
+        assert_eq!(file_len(&v, 1), end + 94);
+        assert_eq!(
+            v.preallocate().unwrap(),
+            (end + 94 + 940).min(2000) - (end + 94)
+        );
+        drop(v);
+        // Only zeros after the records: the same truncation, without a torn record.
+        let v = Volumes::open(dir.path().into(), 2000, 940, &ends).unwrap();
+        assert_eq!(file_len(&v, 1), end + 94);
+        assert_eq!(v.read(1, end, &id_of(&data), 50).unwrap(), data);
+    }
+
+    #[test]
+    fn a_sealed_volume_keeps_no_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Volumes::open(dir.path().into(), 300, 200, &HashMap::new()).unwrap();
+        let mut last = (0, 0);
+        for i in 0..7u8 {
+            let data = vec![i; 50];
+            last = v.append(&id_of(&data), &data).unwrap();
+            v.sync(last.0).unwrap();
+            v.preallocate().unwrap();
+        }
+        // Three 94-byte records per 300-byte volume.
+        assert_eq!(last.0, 3);
+        let sealed = v.sealed().unwrap();
+        assert_eq!(
+            sealed,
+            vec![
+                (1, VOLUME_HEADER_LEN + 3 * 94),
+                (2, VOLUME_HEADER_LEN + 3 * 94)
+            ]
+        );
+        for (n, len) in sealed {
+            assert_eq!(file_len(&v, n), len);
+        }
+        assert_eq!(
+            file_len(&v, 3),
+            VOLUME_HEADER_LEN + 200,
+            "the active one has its room"
+        );
+        v.trim();
+        assert_eq!(file_len(&v, 3), VOLUME_HEADER_LEN + 94, "until it closes");
+    }
+
+    #[test]
+    fn no_room_without_prealloc() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Volumes::open(dir.path().into(), 2000, 0, &HashMap::new()).unwrap();
+        let data = vec![1u8; 50];
+        v.append(&id_of(&data), &data).unwrap();
+        assert_eq!(v.preallocate().unwrap(), 0);
+        assert_eq!(file_len(&v, 1), VOLUME_HEADER_LEN + 94);
     }
 }
