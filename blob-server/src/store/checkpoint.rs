@@ -46,6 +46,8 @@ impl Checkpointer {
                     loop {
                         match commit(&db, &job) {
                             Ok(()) => {
+                                // Readers that see the layer gone must see the commit.
+                                db.invalidate();
                                 overlay.thaw();
                                 break;
                             }

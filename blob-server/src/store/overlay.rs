@@ -6,18 +6,19 @@
 //! `frozen` is the previous active layer while the checkpointer thread writes it into redb
 //! ([`crate::store::checkpoint`]) and is dropped once that commit is durable. A lookup tries
 //! active, then frozen, then the snapshot. A reader holds the overlay's read lock while it
-//! looks rows up and while it begins its snapshot, so dropping the frozen layer (which waits
-//! for the write lock) can never fall between the two: a row missing from both layers is in
-//! the snapshot, or was never changed since.
+//! looks rows up and while it takes its snapshot (the database's shared one,
+//! [`MetaDb::snapshot`], which the checkpointer replaces before it drops the frozen layer), so
+//! dropping the frozen layer (which waits for the write lock) can never fall between the two:
+//! a row missing from both layers is in the snapshot, or was never changed since.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard};
-use redb::{ReadTransaction, TableDefinition};
+use redb::{ReadOnlyTable, ReadTransaction};
 
 use crate::store::meta::{self, Change, ContentMeta, ReadRows, Table, TABLES};
-use crate::store::metadb::MetaDb;
+use crate::store::metadb::{MetaDb, Snapshot};
 use crate::store::{meta_err, ContentId, Error, Result};
 
 /// Changed rows of one table: the new value, or `None` for a removed row.
@@ -68,7 +69,7 @@ impl Overlay {
         View {
             layers: self.layers.read(),
             db,
-            txn: std::cell::OnceCell::new(),
+            snapshot: std::cell::OnceCell::new(),
         }
     }
 
@@ -93,19 +94,20 @@ impl Overlay {
 pub(crate) struct View<'a> {
     layers: RwLockReadGuard<'a, Layers>,
     db: &'a MetaDb,
-    txn: std::cell::OnceCell<ReadTransaction>,
+    snapshot: std::cell::OnceCell<Arc<Snapshot>>,
 }
 
-/// A byte-keyed, byte-valued table's definition.
-type BytesTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+/// A byte-keyed, byte-valued table of a snapshot.
+type BytesTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl View<'_> {
-    fn txn(&self) -> Result<&ReadTransaction> {
-        if let Some(t) = self.txn.get() {
-            return Ok(t);
+    /// The database's snapshot, taken once per view (under the overlay's read lock).
+    fn snapshot(&self) -> Result<&Snapshot> {
+        if let Some(s) = self.snapshot.get() {
+            return Ok(s);
         }
-        let t = self.db.begin_read()?;
-        Ok(self.txn.get_or_init(|| t))
+        let s = self.db.snapshot()?;
+        Ok(self.snapshot.get_or_init(|| s))
     }
 
     /// The overlay's row `key`, if a layer has it.
@@ -126,15 +128,15 @@ impl View<'_> {
         pending: Option<&Rows>,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let def = match table {
-            Table::Content => meta::CONTENT,
-            Table::Refs => meta::REFS,
-            Table::Objects => meta::OBJECTS,
+        let snap = self.snapshot()?;
+        let t = match table {
+            Table::Content => &snap.content,
+            Table::Refs => &snap.refs,
+            Table::Objects => &snap.objects,
             Table::Usage | Table::Quarantine => {
                 return Err(Error::Corrupt("range scan of a u64 table".into()))
             }
         };
-        let t = self.txn()?.open_table(def).map_err(meta_err)?;
         let below = t.range(from..).map_err(meta_err)?.map(|item| {
             item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(meta_err)
@@ -170,26 +172,23 @@ impl ReadRows for View<'_> {
         if let Some(v) = self.layered(table, key) {
             return Ok(v.clone());
         }
-        let txn = self.txn()?;
-        let bytes = |def: BytesTable| -> Result<Option<Vec<u8>>> {
-            let t = txn.open_table(def).map_err(meta_err)?;
+        let snap = self.snapshot()?;
+        let bytes = |t: &BytesTable| -> Result<Option<Vec<u8>>> {
             let v = t.get(key).map_err(meta_err)?;
             Ok(v.map(|v| v.value().to_vec()))
         };
         match table {
-            Table::Content => bytes(meta::CONTENT),
-            Table::Refs => bytes(meta::REFS),
-            Table::Objects => bytes(meta::OBJECTS),
+            Table::Content => bytes(&snap.content),
+            Table::Refs => bytes(&snap.refs),
+            Table::Objects => bytes(&snap.objects),
             Table::Usage => {
                 let app = std::str::from_utf8(key)
                     .map_err(|_| Error::Corrupt("usage key is not UTF-8".into()))?;
-                let t = txn.open_table(meta::USAGE).map_err(meta_err)?;
-                let v = t.get(app).map_err(meta_err)?;
+                let v = snap.usage.get(app).map_err(meta_err)?;
                 Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
             }
             Table::Quarantine => {
-                let t = txn.open_table(meta::QUARANTINE).map_err(meta_err)?;
-                let v = t.get(key).map_err(meta_err)?;
+                let v = snap.quarantine.get(key).map_err(meta_err)?;
                 Ok(v.map(|v| v.value().to_le_bytes().to_vec()))
             }
         }
