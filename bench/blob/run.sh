@@ -31,7 +31,7 @@ done
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "# $*" >&2; }
-for tool in nginx wrk openssl python3 dd; do
+for tool in nginx wrk openssl python3 dd curl; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install nginx wrk openssl)"
 done
 
@@ -201,6 +201,16 @@ run_wrk() {
     c1=$(cpu_ticks $pids)
     if grep -q "Non-2xx" "$WORK/wrk.out"; then
         cat "$WORK/wrk.out" "$WORK/wrk.err" >&2
+        # wrk counts failed answers but does not show them: show one request of the kind.
+        echo "# one such request by curl:" >&2
+        if [ "$mode" = get ]; then
+            curl -sS -i ${auth:+-H "Authorization: $auth"} "http://127.0.0.1:$port${prefix}seed-0" \
+                2>&1 | head -c 2000 >&2 || true
+        else
+            head -c "$size" /dev/zero | curl -sS -i -X PUT --data-binary @- \
+                ${auth:+-H "Authorization: $auth"} "http://127.0.0.1:$port${prefix}diagnose" \
+                2>&1 | head -c 2000 >&2 || true
+        fi
         die "$server answered errors during $mode $size"
     fi
     awk -v ticks=$((c1 - c0)) -v hz="$CLK_TCK" '
