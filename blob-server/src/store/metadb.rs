@@ -101,9 +101,11 @@ impl MetaDb {
     /// Closes and reopens the database after a failed commit. Readers wait meanwhile; read
     /// transactions still open on the old handle are waited for (they keep its file lock).
     pub fn reopen(&self) -> Result<()> {
-        // The shared snapshot holds the old handle open.
-        self.invalidate();
         let mut slot = self.db.write();
+        // The shared snapshot holds the old handle open. Dropped under the handle's write
+        // lock, so no reader can take a new snapshot of the old handle meanwhile (readers
+        // wait for the new one in `begin_read`).
+        self.invalidate();
         drop(slot.take());
         let deadline = Instant::now() + REOPEN_PATIENCE;
         loop {

@@ -178,7 +178,11 @@ impl Volumes {
 
     /// The volumes not being appended to, with their lengths: compaction candidates.
     pub fn sealed(&self) -> Result<Vec<(u32, u64)>> {
-        let active = self.active.lock().as_ref().map(|a| a.number);
+        // The file list is read under the active lock: a rotation in between would list the
+        // new active volume (still without live records) as sealed, and compaction could
+        // retire it under the writers appending to it.
+        let active_guard = self.active.lock();
+        let active = active_guard.as_ref().map(|a| a.number);
         let retired: Vec<u32> = self.retired.lock().iter().map(|(n, _)| *n).collect();
         let files: Vec<(u32, Arc<File>)> = self
             .files
@@ -186,6 +190,7 @@ impl Volumes {
             .iter()
             .map(|(n, f)| (*n, f.clone()))
             .collect();
+        drop(active_guard);
         let mut out = Vec::new();
         for (n, f) in files {
             if Some(n) != active && !retired.contains(&n) {
@@ -312,17 +317,14 @@ impl Volumes {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.write_all_at(&volume_header(number), 0)?;
-        // The first room is written with the header and made durable with it.
-        let mut allocated = (VOLUME_HEADER_LEN + self.prealloc).min(self.max_len);
-        if !plenty_free(&file, allocated - VOLUME_HEADER_LEN) {
-            allocated = VOLUME_HEADER_LEN;
-        }
-        if allocated > VOLUME_HEADER_LEN {
-            write_zeros(&file, VOLUME_HEADER_LEN, allocated)?;
-        }
-        file.sync_all()?;
-        sync_dir(&self.dir)?;
+        let allocated = match self.init(&file, number) {
+            Ok(a) => a,
+            Err(e) => {
+                // Leave no half-made file behind: the next append creates it again.
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         let file = Arc::new(file);
         self.files.write().insert(number, file.clone());
         Ok(Active {
@@ -332,6 +334,25 @@ impl Volumes {
             allocated: allocated.max(VOLUME_HEADER_LEN),
             broken: false,
         })
+    }
+
+    /// Writes a new volume's header and first room and makes them durable; returns the
+    /// file's size.
+    fn init(&self, file: &File, number: u32) -> Result<u64> {
+        file.write_all_at(&volume_header(number), 0)?;
+        let mut allocated = (VOLUME_HEADER_LEN + self.prealloc).min(self.max_len);
+        if !plenty_free(file, allocated - VOLUME_HEADER_LEN) {
+            allocated = VOLUME_HEADER_LEN;
+        }
+        if allocated > VOLUME_HEADER_LEN && write_zeros(file, VOLUME_HEADER_LEN, allocated).is_err()
+        {
+            // Room is a speed-up: without it appends grow the file.
+            file.set_len(VOLUME_HEADER_LEN)?;
+            allocated = VOLUME_HEADER_LEN;
+        }
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        Ok(allocated)
     }
 
     /// Makes everything appended to volume `number` so far durable.
@@ -389,6 +410,18 @@ fn recover(file: &File, number: u32, start: u64) -> Result<u64> {
         return Ok(VOLUME_HEADER_LEN);
     }
     file.read_exact_at(&mut header, 0)?;
+    if header == [0u8; VOLUME_HEADER_LEN as usize] && start == VOLUME_HEADER_LEN {
+        // A crash while creating the file, on a file system that made its size durable
+        // before its first block: nothing points into it, so nothing in it was acknowledged.
+        tracing::warn!(
+            volume = number,
+            "volume header never written; starting it again"
+        );
+        file.set_len(0)?;
+        file.write_all_at(&volume_header(number), 0)?;
+        file.sync_all()?;
+        return Ok(VOLUME_HEADER_LEN);
+    }
     if &header[..8] != VOLUME_MAGIC {
         return Err(Error::Format(format!("volume {number}: bad magic")));
     }
@@ -611,6 +644,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("00000001.vol"), b"NOTAVOLUMEFILE!!!!!!").unwrap();
         let r = Volumes::open(dir.path().into(), 1 << 20, 0, &HashMap::new());
+        assert!(matches!(r, Err(Error::Format(_))));
+    }
+
+    #[test]
+    fn a_volume_whose_header_never_reached_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // Size durable, blocks not: zeros where the header and room should be.
+        fs::write(dir.path().join("00000001.vol"), vec![0u8; 8192]).unwrap();
+        // Nothing points into it: nothing in it was acknowledged, so it starts again.
+        let v = Volumes::open(dir.path().into(), 1 << 20, 0, &HashMap::new()).unwrap();
+        assert_eq!(file_len(&v, 1), VOLUME_HEADER_LEN);
+        let data = vec![5u8; 50];
+        assert_eq!(
+            v.append(&id_of(&data), &data).unwrap(),
+            (1, VOLUME_HEADER_LEN)
+        );
+        drop(v);
+        // Metadata pointing into such a file is damage, not a crash: refused.
+        fs::write(dir.path().join("00000001.vol"), vec![0u8; 8192]).unwrap();
+        let ends = HashMap::from([(1u32, VOLUME_HEADER_LEN + 94)]);
+        let r = Volumes::open(dir.path().into(), 1 << 20, 0, &ends);
         assert!(matches!(r, Err(Error::Format(_))));
     }
 
