@@ -93,6 +93,20 @@ struct Active {
     broken: bool,
 }
 
+impl Active {
+    /// Cuts the file back to its records, dropping the zeroed room.
+    fn trim(&mut self) {
+        if self.allocated > self.len {
+            match self.file.set_len(self.len) {
+                Ok(()) => self.allocated = self.len,
+                Err(e) => {
+                    tracing::warn!(volume = self.number, error = %e, "could not trim the volume")
+                }
+            }
+        }
+    }
+}
+
 /// The set of volume files and the one being appended to.
 pub(crate) struct Volumes {
     dir: PathBuf,
@@ -235,14 +249,10 @@ impl Volumes {
         if need_new {
             let next = guard.as_ref().map_or(1, |a| a.number + 1);
             let new = self.create(next)?;
-            if let Some(old) = guard.replace(new) {
+            if let Some(mut old) = guard.replace(new) {
                 // A sealed volume's size is its records (compaction weighs its dead bytes
-                // against it): drop the zeroed room. Recovery would, too.
-                if old.allocated > old.len {
-                    if let Err(e) = old.file.set_len(old.len) {
-                        tracing::warn!(volume = old.number, error = %e, "could not trim a sealed volume");
-                    }
-                }
+                // against it). Recovery would drop the room, too.
+                old.trim();
             }
         }
         let active = guard.as_mut().expect("active volume");
@@ -299,14 +309,7 @@ impl Volumes {
     /// Drops the active volume's zeroed room (at close).
     pub fn trim(&self) {
         if let Some(a) = self.active.lock().as_mut() {
-            if a.allocated > a.len {
-                match a.file.set_len(a.len) {
-                    Ok(()) => a.allocated = a.len,
-                    Err(e) => {
-                        tracing::warn!(volume = a.number, error = %e, "could not trim the volume")
-                    }
-                }
-            }
+            a.trim();
         }
     }
 
@@ -331,7 +334,7 @@ impl Volumes {
             number,
             file,
             len: VOLUME_HEADER_LEN,
-            allocated: allocated.max(VOLUME_HEADER_LEN),
+            allocated,
             broken: false,
         })
     }
@@ -402,25 +405,25 @@ impl Volumes {
 fn recover(file: &File, number: u32, start: u64) -> Result<u64> {
     let len = file.metadata()?.len();
     let mut header = [0u8; VOLUME_HEADER_LEN as usize];
-    if len < VOLUME_HEADER_LEN {
-        // A crash while creating the file: nothing in it was ever acknowledged.
+    // A crash while creating the file: nothing in it was ever acknowledged. Start it again.
+    let restart = || -> Result<u64> {
         file.set_len(0)?;
         file.write_all_at(&volume_header(number), 0)?;
         file.sync_all()?;
-        return Ok(VOLUME_HEADER_LEN);
+        Ok(VOLUME_HEADER_LEN)
+    };
+    if len < VOLUME_HEADER_LEN {
+        return restart();
     }
     file.read_exact_at(&mut header, 0)?;
     if header == [0u8; VOLUME_HEADER_LEN as usize] && start == VOLUME_HEADER_LEN {
-        // A crash while creating the file, on a file system that made its size durable
-        // before its first block: nothing points into it, so nothing in it was acknowledged.
+        // The same, on a file system that made the size durable before the first block;
+        // nothing points into the file.
         tracing::warn!(
             volume = number,
             "volume header never written; starting it again"
         );
-        file.set_len(0)?;
-        file.write_all_at(&volume_header(number), 0)?;
-        file.sync_all()?;
-        return Ok(VOLUME_HEADER_LEN);
+        return restart();
     }
     if &header[..8] != VOLUME_MAGIC {
         return Err(Error::Format(format!("volume {number}: bad magic")));
