@@ -77,6 +77,13 @@ pub struct Config {
     /// times cheaper on ext4); "0" turns it off. Only written while the file system keeps
     /// 64 MiB plus sixteen times this free.
     pub volume_prealloc: ByteSize,
+    /// Memory for verified chunks of recently read objects, so hot objects are served without
+    /// reading storage again (each chunk's checksum is still checked before it is sent); one
+    /// entry per app and content, so the cache never tells an app what another reads. "0"
+    /// turns it off.
+    pub read_cache: ByteSize,
+    /// Objects larger than this are never cached (a big download does not flush the hot set).
+    pub read_cache_max_object: ByteSize,
     /// Time between commits of the metadata database; changes in between are durable in
     /// the metadata log (`meta-0.wal`, `meta-1.wal`) and replayed from it after a crash.
     pub meta_checkpoint_interval: HumanDuration,
@@ -268,6 +275,8 @@ impl Default for Config {
             direct_io: store.direct_io,
             volume_max: ByteSize(store.volume_max),
             volume_prealloc: ByteSize(store.volume_prealloc),
+            read_cache: ByteSize(store.read_cache),
+            read_cache_max_object: ByteSize(store.read_cache_max_object),
             meta_checkpoint_interval: HumanDuration(store.checkpoint),
             meta_log_size: ByteSize(store.wal_bytes),
             scrub_interval: HumanDuration(Duration::from_secs(24 * 3600)),
@@ -302,6 +311,8 @@ impl Config {
             chunk_size: u32::try_from(self.chunk_size.0).unwrap_or(u32::MAX),
             volume_max: self.volume_max.0,
             volume_prealloc: self.volume_prealloc.0,
+            read_cache: self.read_cache.0,
+            read_cache_max_object: self.read_cache_max_object.0,
             max_object: self.max_object_size.0,
             default_quota: self.default_quota.0,
             checkpoint: self.meta_checkpoint_interval.0,

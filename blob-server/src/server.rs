@@ -388,6 +388,28 @@ fn metrics(api: &Api, conns: &ConnCounters, out: &mut String) {
         "metadata transactions committed (each one fsync for a group of writes)",
         api.store.commit_batches(),
     );
+    let cache = api.store.cache_stats().unwrap_or_default();
+    w.counter(
+        "berth_blob_read_cache_hits_total",
+        "chunks served from the read cache",
+        cache.hits,
+    );
+    w.counter(
+        "berth_blob_read_cache_misses_total",
+        "chunks the read cache did not hold (read from storage)",
+        cache.misses,
+    );
+    w.counter(
+        "berth_blob_read_cache_damaged_total",
+        "cached chunks that failed their checksum and were read from storage again",
+        cache.damaged,
+    );
+    w.family(
+        "berth_blob_read_cache_bytes",
+        "bytes held by the read cache, with per-entry overhead",
+        MetricKind::Gauge,
+    );
+    w.sample_u64("berth_blob_read_cache_bytes", &[], cache.bytes);
     let apps: Vec<String> = match api.tenants.as_ref().map(|h| h.current()) {
         Some(set) => set.iter().map(|t| t.name.as_str().to_string()).collect(),
         None => vec![crate::http::DEV_APP.to_string()],

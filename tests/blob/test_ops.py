@@ -102,6 +102,45 @@ def test_admin_endpoints(blob_servers: BlobServerFactory) -> None:
     assert "# TYPE berth_blob_app_bytes_used gauge" in body
 
 
+def test_read_cache_serves_hot_objects_and_reports_it(blob_servers: BlobServerFactory) -> None:
+    """A second GET comes from the read cache: /stats and /metrics count the hits, the bytes
+    are the same, each app has its own entries, and `read_cache = "0"` turns it off."""
+    s = blob_servers.start()
+    big = rand_bytes(3 * 256 * KIB + 5, "cache-big")
+    small = rand_bytes(3000, "cache-small")
+    s.alpha.put_ok("/buckets/c/keys/big", big)
+    s.alpha.put_ok("/buckets/c/keys/small", small)
+    s.beta.put_ok("/buckets/c/keys/small", small)
+
+    def cache() -> dict[str, int]:
+        counters: dict[str, int] = s.operator().get("/stats").json()["read_cache"]
+        return counters
+
+    for _ in range(2):
+        assert s.alpha.get("/buckets/c/keys/big").body == big
+        assert s.alpha.get("/buckets/c/keys/small").body == small
+    c = cache()
+    assert (c["hits"], c["misses"], c["damaged"]) == (5, 5, 0), c
+    # beta's first read of the same bytes is a miss of its own.
+    assert s.beta.get("/buckets/c/keys/small").body == small
+    assert cache()["misses"] == 6
+    r = s.alpha.get("/buckets/c/keys/big", {"Range": "bytes=262140-262150"})
+    assert r.status == 206 and r.body == big[262140:262151]
+    assert cache()["hits"] == 7
+    status, body = _admin(s, "/metrics", OPERATOR_TOKEN)
+    assert status == 200, body
+    assert re.search(r"^berth_blob_read_cache_hits_total 7$", body, re.M), body
+    assert re.search(r"^berth_blob_read_cache_misses_total 6$", body, re.M), body
+    assert "# TYPE berth_blob_read_cache_bytes gauge" in body
+
+    off = blob_servers.start(config={"read_cache": "0"})
+    off.alpha.put_ok("/buckets/c/keys/small", small)
+    for _ in range(2):
+        assert off.alpha.get("/buckets/c/keys/small").body == small
+    counters = off.operator().get("/stats").json()["read_cache"]
+    assert counters == {"bytes": 0, "entries": 0, "hits": 0, "misses": 0, "damaged": 0}
+
+
 def test_check_config_and_print_config(blob_servers: BlobServerFactory, tmp_path: Path) -> None:
     binary = str(blob_servers.binary())
     good = tmp_path / "good.toml"

@@ -415,7 +415,7 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// [`crate::store::quick`], or awaited from the bucket). A
 /// piece that fails its checksum ends the response early, so the client sees a short body,
 /// never wrong bytes.
-fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Body {
+fn reader_body(api: &Arc<Api>, first: Option<Bytes>, reader: BlobReader) -> Body {
     let first_len = first.as_ref().map_or(0, |f| f.len() as u64);
     api.counters
         .bytes_out
@@ -424,7 +424,7 @@ fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Bo
         return Body::from(first.unwrap_or_default());
     }
     let api = api.clone();
-    let head = futures_util::stream::iter(first.map(|f| Ok::<Bytes, io::Error>(Bytes::from(f))));
+    let head = futures_util::stream::iter(first.map(Ok::<Bytes, io::Error>));
     let rest = futures_util::stream::unfold(Some(reader), move |state| {
         let api = api.clone();
         async move {
@@ -434,7 +434,7 @@ fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Bo
                     api.counters
                         .bytes_out
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    Some((Ok(Bytes::from(chunk)), Some(r)))
+                    Some((Ok(chunk), Some(r)))
                 }
                 Ok((_, None)) => None,
                 Err(e) => {
@@ -449,7 +449,7 @@ fn reader_body(api: &Arc<Api>, first: Option<Vec<u8>>, reader: BlobReader) -> Bo
 }
 
 /// Reads the first piece of `reader` (verifying it).
-async fn first_piece(reader: BlobReader) -> Result<(Option<Vec<u8>>, BlobReader), ApiError> {
+async fn first_piece(reader: BlobReader) -> Result<(Option<Bytes>, BlobReader), ApiError> {
     let mut r = reader;
     let c = r.next_piece().await?;
     Ok((c, r))

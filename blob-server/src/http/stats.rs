@@ -50,6 +50,7 @@ pub fn stats(api: &Arc<Api>, caller: &Caller) -> Response<Body> {
             };
             let c = &api.counters;
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let cache = api.store.cache_stats().unwrap_or_default();
             json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -65,6 +66,13 @@ pub fn stats(api: &Arc<Api>, caller: &Caller) -> Response<Body> {
                     "refused_too_many_requests": load(&c.refused_too_many),
                     "corrupt_reads": load(&c.corrupt_reads),
                     "commit_batches": api.store.commit_batches(),
+                    "read_cache": {
+                        "bytes": cache.bytes,
+                        "entries": cache.entries,
+                        "hits": cache.hits,
+                        "misses": cache.misses,
+                        "damaged": cache.damaged,
+                    },
                 }),
             )
         }

@@ -320,8 +320,9 @@ impl ChunkFile {
         self.chunk_size
     }
 
-    /// Reads chunk `index` into `buf` (replacing its contents) and verifies its checksum.
-    pub fn read_chunk(&self, index: u64, buf: &mut Vec<u8>) -> Result<()> {
+    /// Reads chunk `index` into `buf` (replacing its contents) and verifies its checksum;
+    /// returns that checksum (CRC-32 of the chunk).
+    pub fn read_chunk(&self, index: u64, buf: &mut Vec<u8>) -> Result<u32> {
         let cs = self.chunk_size as u64;
         let start = index * cs;
         let len = (self.size - start).min(cs) as usize;
@@ -339,12 +340,13 @@ impl ChunkFile {
         if file.take(len as u64).read_to_end(buf)? != len {
             return Err(Error::Corrupt("content chunk is truncated".into()));
         }
-        if crc32fast::hash(buf) != u32::from_le_bytes(crc) {
+        let crc = u32::from_le_bytes(crc);
+        if crc32fast::hash(buf) != crc {
             return Err(Error::Corrupt(format!(
                 "checksum mismatch in chunk {index}"
             )));
         }
-        Ok(())
+        Ok(crc)
     }
 }
 

@@ -10,6 +10,7 @@
 //! Where content bytes live is the [`Backend`]: this directory (the default), or, with the
 //! cargo feature `s3`, an S3-compatible bucket ([`remote`]) while metadata stays here.
 
+mod cache;
 mod checkpoint;
 mod chunked;
 mod codec;
@@ -44,11 +45,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use overlay::Overlay;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead};
 
+pub use cache::CacheStats;
 pub use compact::CompactReport;
 pub use error::{Error, Result};
 pub use id::ContentId;
@@ -101,6 +104,10 @@ pub struct StoreConfig {
     /// Write content files (large objects) with `O_DIRECT`, past the page cache, where the
     /// file system allows it.
     pub direct_io: bool,
+    /// Bytes of verified chunks kept in memory for reads of hot objects (0: no cache).
+    pub read_cache: u64,
+    /// Objects larger than this bypass the read cache.
+    pub read_cache_max_object: u64,
 }
 
 impl StoreConfig {
@@ -145,6 +152,8 @@ impl Default for StoreConfig {
             checkpoint: Duration::from_millis(100),
             wal_bytes: wal::DEFAULT_CAPACITY,
             direct_io: true,
+            read_cache: 128 << 20,
+            read_cache_max_object: 8 << 20,
         }
     }
 }
@@ -218,6 +227,8 @@ pub(crate) struct Inner {
     temp_counter: AtomicU64,
     /// Aligned buffers for direct writes of content files, reused across uploads.
     staging: direct::Pool,
+    /// Verified chunks of hot objects, for apps' reads.
+    cache: Option<Arc<cache::ReadCache>>,
     batches: Arc<AtomicU64>,
     #[cfg(feature = "s3")]
     remote: Option<Arc<remote::Remote>>,
@@ -355,6 +366,8 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("blob-committer".into())
             .spawn(move || committer.run(rx))?;
+        let cache =
+            cache::ReadCache::new(config.read_cache, config.read_cache_max_object).map(Arc::new);
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
@@ -367,6 +380,7 @@ impl Store {
                 committer: Mutex::new(Some(handle)),
                 temp_counter: AtomicU64::new(0),
                 staging: direct::Pool::default(),
+                cache,
                 batches,
                 #[cfg(feature = "s3")]
                 remote,
@@ -490,14 +504,16 @@ impl Store {
 
     /// Streams the whole content `id`, if `app` holds it.
     pub fn read(&self, app: &str, id: &ContentId) -> Result<BlobReader> {
+        let epoch = self.cache_epoch();
         let meta = self.lookup(app, id)?;
-        self.open_reader(id, meta, 0..meta.size)
+        self.open_reader(id, meta, 0..meta.size, Some((app, epoch)))
     }
 
     /// Streams bytes `range` of content `id`, if `app` holds it.
     pub fn read_range(&self, app: &str, id: &ContentId, range: Range<u64>) -> Result<BlobReader> {
+        let epoch = self.cache_epoch();
         let meta = self.lookup(app, id)?;
-        self.open_reader(id, meta, range)
+        self.open_reader(id, meta, range, Some((app, epoch)))
     }
 
     /// Metadata of the named object.
@@ -524,6 +540,7 @@ impl Store {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, BlobReader)> {
+        let epoch = self.cache_epoch();
         let (info, cm) = {
             let v = self.view();
             let info = v.object(app, bucket, key)?.ok_or(Error::NotFound)?;
@@ -538,7 +555,8 @@ impl Store {
                 .ok_or_else(|| Error::Corrupt(format!("object points at missing {}", info.id)))?;
             (info, cm)
         };
-        let reader = self.open_reader(&info.id, cm, range.unwrap_or(0..cm.size))?;
+        let range = range.unwrap_or(0..cm.size);
+        let reader = self.open_reader(&info.id, cm, range, Some((app, epoch)))?;
         Ok((info, reader))
     }
 
@@ -569,7 +587,12 @@ impl Store {
     /// same bytes are stored again.
     pub fn quarantine(&self, ids: &[ContentId]) -> Result<()> {
         let ops = ids.iter().map(|id| Op::Quarantine { id: *id }).collect();
-        for r in self.inner.submit_all(ops)? {
+        let done = self.inner.submit_all(ops);
+        // Whatever happened to the ops: cached copies of these may be the rot itself.
+        if let Some(cache) = &self.inner.cache {
+            cache.forget_all();
+        }
+        for r in done? {
             r?;
         }
         Ok(())
@@ -624,11 +647,20 @@ impl Store {
             .ok_or_else(|| Error::Corrupt(format!("{id} is referenced but not stored")))
     }
 
+    /// The read cache's epoch (0 without a cache), taken before a lookup: see
+    /// [`cache::ReadCache::epoch`].
+    fn cache_epoch(&self) -> u64 {
+        self.inner.cache.as_ref().map_or(0, |c| c.epoch())
+    }
+
+    /// A reader of `range` of content `id`. Reads for an app (`app`, with the cache epoch
+    /// taken before its lookup) use the read cache; the scrub's (`None`) always read storage.
     fn open_reader(
         &self,
         id: &ContentId,
         meta: ContentMeta,
         range: Range<u64>,
+        app: Option<(&str, u64)>,
     ) -> Result<BlobReader> {
         if range.start > range.end || range.end > meta.size {
             return Err(Error::InvalidRange {
@@ -637,9 +669,27 @@ impl Store {
                 size: meta.size,
             });
         }
+        let cached = match (&self.inner.cache, app) {
+            (Some(cache), Some((app, epoch))) => {
+                cache.slot(app, id, meta.size, epoch).map(|s| (cache, s))
+            }
+            _ => None,
+        };
         let source = match meta.location {
             Location::Volume { number, offset } => {
-                Source::Small(self.inner.volumes.read(number, offset, id, meta.size)?)
+                let hit = cached.and_then(|(cache, slot)| cache.get(slot, 0));
+                let data = match hit {
+                    Some(data) => data,
+                    None => {
+                        let data =
+                            Bytes::from(self.inner.volumes.read(number, offset, id, meta.size)?);
+                        if let Some((cache, slot)) = cached {
+                            cache.insert(slot, 0, data.clone(), crc32fast::hash(&data));
+                        }
+                        data
+                    }
+                };
+                Source::Small(data)
             }
             Location::File => match ChunkFile::open(&self.inner.paths.content(id), meta.size) {
                 Ok(f) => Source::File(f),
@@ -665,7 +715,18 @@ impl Store {
                 ))
             }
         };
-        BlobReader::new(source, meta.size, range.start, range.end)
+        let reader = BlobReader::new(source, meta.size, range.start, range.end)?;
+        Ok(match cached {
+            Some((cache, slot)) if matches!(meta.location, Location::File) => {
+                reader.with_cache(cache.clone(), slot)
+            }
+            _ => reader,
+        })
+    }
+
+    /// The read cache's counters (`None` when it is off).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(|c| c.stats())
     }
 
     /// With a bucket: deletes its objects that no metadata points at and that are older than

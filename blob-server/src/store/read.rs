@@ -1,14 +1,19 @@
 //! Streaming reads: a [`BlobReader`] hands out an object (or a byte range of it) chunk by
-//! chunk, each verified against its checksum before it is returned.
+//! chunk, each verified against its checksum before it is returned. Reads for apps go through
+//! the [`ReadCache`] when one is configured; the scrub's never do.
 
 use std::io;
+use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::store::cache::{ReadCache, Slot};
 use crate::store::chunked::ChunkFile;
 use crate::store::{Error, Result};
 
 pub(crate) enum Source {
-    /// A small object, already verified (CRC and SHA-256) as a whole.
-    Small(Vec<u8>),
+    /// A small object, already verified as a whole (its record's CRC).
+    Small(Bytes),
     /// A content file read one chunk at a time.
     File(ChunkFile),
     /// An object in the bucket, streamed and checked one chunk at a time.
@@ -24,8 +29,9 @@ pub struct BlobReader {
     pos: u64,
     end: u64,
     buf: Vec<u8>,
-    pending: Vec<u8>,
-    pending_pos: usize,
+    pending: Bytes,
+    /// Where this object's chunks are cached, if they are.
+    cache: Option<(Arc<ReadCache>, Slot)>,
 }
 
 impl BlobReader {
@@ -39,9 +45,15 @@ impl BlobReader {
             pos: start,
             end,
             buf: Vec::new(),
-            pending: Vec::new(),
-            pending_pos: 0,
+            pending: Bytes::new(),
+            cache: None,
         })
+    }
+
+    /// Serves chunks of a content file from `cache` (in `slot`) and keeps those it reads.
+    pub(crate) fn with_cache(mut self, cache: Arc<ReadCache>, slot: Slot) -> Self {
+        self.cache = Some((cache, slot));
+        self
     }
 
     /// Size of the whole object.
@@ -71,7 +83,7 @@ impl BlobReader {
     /// The next verified piece (at most one chunk), or `None` at the end of the range.
     /// Blocking: with a bucket this waits for the network (use [`BlobReader::next_piece`]
     /// in async code).
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         #[cfg(feature = "s3")]
         if let Source::Remote(_) = self.source {
             return crate::store::remote::block_on(self.next_piece());
@@ -81,7 +93,7 @@ impl BlobReader {
 
     /// [`BlobReader::next_chunk`] for async code: local content is read in place (see
     /// [`crate::store::quick`]), a bucket's is awaited.
-    pub async fn next_piece(&mut self) -> Result<Option<Vec<u8>>> {
+    pub async fn next_piece(&mut self) -> Result<Option<Bytes>> {
         #[cfg(feature = "s3")]
         if let Source::Remote(file) = &mut self.source {
             if self.pos >= self.end {
@@ -90,44 +102,63 @@ impl BlobReader {
             let cs = file.chunk_size() as u64;
             let index = self.pos / cs;
             file.read_chunk(index, self.end, &mut self.buf).await?;
-            let out = self.take_piece(index * cs);
+            let chunk = Bytes::from(std::mem::take(&mut self.buf));
+            let out = self.piece(chunk, index * cs);
             self.pos += out.len() as u64;
             return Ok(Some(out));
         }
         self.next_local()
     }
 
-    /// The part of the chunk in `self.buf` (starting at byte `chunk_start`) that lies in the
+    /// The part of `chunk` (starting at byte `chunk_start` of the object) that lies in the
     /// range ahead.
-    fn take_piece(&mut self, chunk_start: u64) -> Vec<u8> {
+    fn piece(&self, chunk: Bytes, chunk_start: u64) -> Bytes {
         let from = (self.pos - chunk_start) as usize;
-        let to = ((self.end - chunk_start).min(self.buf.len() as u64)) as usize;
-        if from == 0 && to == self.buf.len() {
-            // The whole chunk: hand the buffer over instead of copying it.
-            std::mem::take(&mut self.buf)
+        let to = ((self.end - chunk_start).min(chunk.len() as u64)) as usize;
+        if from == 0 && to == chunk.len() {
+            chunk
         } else {
-            self.buf[from..to].to_vec()
+            chunk.slice(from..to)
         }
     }
 
-    fn next_local(&mut self) -> Result<Option<Vec<u8>>> {
+    /// Chunk `index` of a content file: from the cache, or read, verified and then cached.
+    fn file_chunk(&mut self, index: u64) -> Result<Bytes> {
+        let Source::File(file) = &self.source else {
+            unreachable!("only called for content files")
+        };
+        let chunk = u32::try_from(index).ok();
+        if let (Some((cache, slot)), Some(chunk)) = (&self.cache, chunk) {
+            if let Some(data) = cache.get(*slot, chunk) {
+                return Ok(data);
+            }
+        }
+        let crc = file.read_chunk(index, &mut self.buf)?;
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        if let (Some((cache, slot)), Some(chunk)) = (&self.cache, chunk) {
+            cache.insert(*slot, chunk, data.clone(), crc);
+        }
+        Ok(data)
+    }
+
+    fn next_local(&mut self) -> Result<Option<Bytes>> {
         if self.pos >= self.end {
             return Ok(None);
         }
         let out = match &self.source {
             Source::Small(data) if self.pos == 0 && self.end as usize == data.len() => {
                 // A small object read whole: hand it over.
-                match std::mem::replace(&mut self.source, Source::Small(Vec::new())) {
+                match std::mem::replace(&mut self.source, Source::Small(Bytes::new())) {
                     Source::Small(data) => data,
                     _ => unreachable!("matched Small above"),
                 }
             }
-            Source::Small(data) => data[self.pos as usize..self.end as usize].to_vec(),
+            Source::Small(data) => data.slice(self.pos as usize..self.end as usize),
             Source::File(file) => {
                 let cs = file.chunk_size() as u64;
                 let index = self.pos / cs;
-                file.read_chunk(index, &mut self.buf)?;
-                self.take_piece(index * cs)
+                let chunk = self.file_chunk(index)?;
+                self.piece(chunk, index * cs)
             }
             #[cfg(feature = "s3")]
             Source::Remote(_) => unreachable!("bucket reads go through next_piece"),
@@ -139,20 +170,16 @@ impl BlobReader {
 
 impl io::Read for BlobReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pending_pos == self.pending.len() {
+        if self.pending.is_empty() {
             match self.next_chunk() {
-                Ok(Some(chunk)) => {
-                    self.pending = chunk;
-                    self.pending_pos = 0;
-                }
+                Ok(Some(chunk)) => self.pending = chunk,
                 Ok(None) => return Ok(0),
                 Err(Error::Io(e)) => return Err(e),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
         }
-        let n = out.len().min(self.pending.len() - self.pending_pos);
-        out[..n].copy_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
-        self.pending_pos += n;
+        let n = out.len().min(self.pending.len());
+        out[..n].copy_from_slice(&self.pending.split_to(n));
         Ok(n)
     }
 }

@@ -79,7 +79,7 @@ impl Store {
 
     /// Reads `id` whole, checking every chunk and the digest.
     fn verify_content(&self, id: &ContentId, cm: ContentMeta) -> Result<()> {
-        let mut reader = match self.open_reader(id, cm, 0..cm.size) {
+        let mut reader = match self.open_reader(id, cm, 0..cm.size, None) {
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound)
             }

@@ -2,6 +2,7 @@
 //! under concurrency, crash recovery and corruption detection.
 
 mod basic;
+mod cache;
 mod compact;
 mod concurrency;
 mod conditions;
@@ -32,6 +33,10 @@ pub(super) fn cfg() -> StoreConfig {
         checkpoint: std::time::Duration::from_millis(50),
         wal_bytes: 1 << 20,
         direct_io: true,
+        // On, so every read test also goes through it (tests of corruption read each object
+        // for the first time after damaging it, or turn it off).
+        read_cache: 1 << 20,
+        read_cache_max_object: 64 << 10,
     }
 }
 
