@@ -26,7 +26,7 @@ use bytes::Bytes;
 use crate::store::ContentId;
 
 /// Bookkeeping per entry on top of its bytes (key, node, counters), for the memory budget.
-const ENTRY_OVERHEAD: u32 = 128;
+const ENTRY_OVERHEAD: u64 = 128;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -42,9 +42,26 @@ struct Entry {
     crc: u32,
 }
 
+#[derive(Clone)]
+struct Weigh;
+
+impl quick_cache::Weighter<Key, Entry> for Weigh {
+    fn weight(&self, _: &Key, e: &Entry) -> u64 {
+        e.data.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+type Entries = quick_cache::sync::Cache<
+    Key,
+    Entry,
+    Weigh,
+    foldhash::fast::RandomState,
+    quick_cache::sync::DefaultLifecycle<Key, Entry>,
+>;
+
 /// Verified chunks of recently read objects, bounded in bytes.
 pub(crate) struct ReadCache {
-    entries: moka::sync::Cache<Key, Entry, foldhash::fast::RandomState>,
+    entries: Entries,
     max_object: u64,
     apps: foldhash::quality::RandomState,
     hits: AtomicU64,
@@ -68,14 +85,32 @@ impl ReadCache {
         if capacity == 0 || max_object == 0 {
             return None;
         }
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .weigher(|_: &Key, e: &Entry| {
-                u32::try_from(e.data.len())
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(ENTRY_OVERHEAD)
-            })
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        // Each shard holds an equal part of the capacity and drops entries heavier than 97%
+        // of its part (quick_cache's "hot" share), so every shard gets room for two of the
+        // largest entries (a chunk of an object of `max_object` bytes at most): at most 16
+        // shards (locks), fewer for a small cache. quick_cache rounds the count up to a
+        // power of two (and halves it while shards would hold under 32 items): round down.
+        let largest = max_object.saturating_add(ENTRY_OVERHEAD);
+        let fit = usize::try_from(capacity / largest.saturating_mul(2))
+            .unwrap_or(usize::MAX)
+            .clamp(1, 16);
+        let shards = 1 << fit.ilog2();
+        // The item estimate sizes the tables up front: chunks average well above 16 KiB.
+        let items = usize::try_from(capacity / (16 << 10))
+            .unwrap_or(usize::MAX)
+            .max(64);
+        let options = quick_cache::OptionsBuilder::new()
+            .shards(shards)
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity)
+            .build()
+            .ok()?;
+        let entries = Entries::with_options(
+            options,
+            Weigh,
+            foldhash::fast::RandomState::default(),
+            quick_cache::sync::DefaultLifecycle::default(),
+        );
         Some(ReadCache {
             entries,
             max_object,
@@ -116,7 +151,7 @@ impl ReadCache {
             return None;
         };
         if crc32fast::hash(&e.data) != e.crc {
-            self.entries.invalidate(&k);
+            self.entries.remove(&k);
             self.damaged.fetch_add(1, Ordering::Relaxed);
             self.misses.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -138,29 +173,22 @@ impl ReadCache {
     /// (called when content is quarantined, whose cached bytes may be the rot).
     pub fn forget_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// What the cache holds and how it served, for `/stats` and metrics.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            bytes: self.entries.weighted_size(),
-            entries: self.entries.entry_count(),
+            bytes: self.entries.weight(),
+            entries: self.entries.len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             damaged: self.damaged.load(Ordering::Relaxed),
         }
     }
-
-    /// Applies pending insertions and evictions now (tests).
-    #[cfg(test)]
-    pub fn sync(&self) {
-        self.entries.run_pending_tasks();
-    }
 }
 
-/// Counters of the read cache (sizes are approximate: the cache applies insertions and
-/// evictions in batches).
+/// Counters of the read cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Bytes held, with per-entry overhead.

@@ -16,7 +16,6 @@ fn stats(s: &Store) -> CacheStats {
         .cache
         .as_ref()
         .expect("the tests' config has a cache");
-    cache.sync();
     cache.stats()
 }
 
@@ -113,6 +112,27 @@ fn a_damaged_entry_is_dropped_never_served() {
     assert_eq!(cache.get(slot, 0), Some(good));
     // Off with a zero size.
     assert!(ReadCache::new(0, 1 << 20).is_none());
+}
+
+#[test]
+fn an_entry_as_large_as_max_object_is_kept() {
+    // The cache is split in shards that each hold a part of it: every part must have room
+    // for the largest entry, whatever the ratio of the two sizes.
+    for (capacity, max_object) in [
+        (1 << 20, 256 << 10),
+        (1 << 20, 300 << 10),
+        (64 << 20, 1 << 20),
+    ] {
+        let cache = ReadCache::new(capacity, max_object).unwrap();
+        let data = Bytes::from(content(9, max_object as usize));
+        let id = sha(&data);
+        let slot = cache.slot("a", &id, max_object, cache.epoch()).unwrap();
+        cache.insert(slot, 0, data.clone(), crc32fast::hash(&data));
+        assert_eq!(cache.get(slot, 0), Some(data), "{capacity} / {max_object}");
+        assert!(cache
+            .slot("a", &id, max_object + 1, cache.epoch())
+            .is_none());
+    }
 }
 
 #[test]
