@@ -31,8 +31,20 @@ done
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "# $*" >&2; }
-for tool in nginx wrk openssl python3 dd curl; do
-    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install nginx wrk openssl)"
+missing_tools() {
+    local tool
+    for tool in nginx wrk openssl python3 dd curl; do
+        command -v "$tool" >/dev/null || echo "$tool"
+    done
+}
+if [ -n "$(missing_tools)" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # As root on Debian, install the peers the way the README's two commands install theirs.
+    log "installing: $(missing_tools | tr '\n' ' ')"
+    # shellcheck source=../../scripts/lib/setup.sh
+    (source "$REPO/scripts/lib/setup.sh" && ensure_debian_packages nginx wrk openssl curl) >&2
+fi
+for tool in $(missing_tools); do
+    die "$tool is missing (apt-get install nginx wrk openssl curl)"
 done
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
