@@ -32,7 +32,7 @@ const ENTRY_OVERHEAD: u64 = 128;
 struct Key {
     app: u64,
     id: [u8; 32],
-    chunk: u32,
+    chunk: u64,
     epoch: u64,
 }
 
@@ -144,7 +144,7 @@ impl ReadCache {
     /// Chunk `chunk` of the slot's object, checked against the CRC it had when it was read
     /// from storage. An entry that fails the check is dropped (and counted): the caller reads
     /// the chunk from storage again, as on a miss.
-    pub fn get(&self, slot: Slot, chunk: u32) -> Option<Bytes> {
+    pub fn get(&self, slot: Slot, chunk: u64) -> Option<Bytes> {
         let k = key(slot, chunk);
         let Some(e) = self.entries.get(&k) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
@@ -165,8 +165,24 @@ impl ReadCache {
     }
 
     /// Keeps `data` (verified, with CRC-32 `crc`) as chunk `chunk` of the slot's object.
-    pub fn insert(&self, slot: Slot, chunk: u32, data: Bytes, crc: u32) {
+    pub fn insert(&self, slot: Slot, chunk: u64, data: Bytes, crc: u32) {
         self.entries.insert(key(slot, chunk), Entry { data, crc });
+    }
+
+    /// Chunk `chunk` of the slot's object from the cache, or else from `read` (which reads
+    /// and verifies it, answering its bytes and their CRC-32), then kept.
+    pub fn fetch(
+        &self,
+        slot: Slot,
+        chunk: u64,
+        read: impl FnOnce() -> crate::store::Result<(Bytes, u32)>,
+    ) -> crate::store::Result<Bytes> {
+        if let Some(data) = self.get(slot, chunk) {
+            return Ok(data);
+        }
+        let (data, crc) = read()?;
+        self.insert(slot, chunk, data.clone(), crc);
+        Ok(data)
     }
 
     /// Drops every entry and starts a new epoch: slots taken before are never served again
@@ -203,7 +219,7 @@ pub struct CacheStats {
     pub damaged: u64,
 }
 
-fn key(slot: Slot, chunk: u32) -> Key {
+fn key(slot: Slot, chunk: u64) -> Key {
     Key {
         app: slot.app,
         id: slot.id,

@@ -677,19 +677,20 @@ impl Store {
         };
         let source = match meta.location {
             Location::Volume { number, offset } => {
-                let hit = cached.and_then(|(cache, slot)| cache.get(slot, 0));
-                let data = match hit {
-                    Some(data) => data,
-                    None => {
-                        let data =
-                            Bytes::from(self.inner.volumes.read(number, offset, id, meta.size)?);
-                        if let Some((cache, slot)) = cached {
-                            cache.insert(slot, 0, data.clone(), crc32fast::hash(&data));
-                        }
-                        data
-                    }
+                let read = || {
+                    let data = self.inner.volumes.read(number, offset, id, meta.size)?;
+                    Ok(Bytes::from(data))
                 };
-                Source::Small(data)
+                Source::Small(match cached {
+                    // The record's CRC covers its header too: the cache keeps the data's own.
+                    Some((cache, slot)) => cache.fetch(slot, 0, || {
+                        read().map(|data| {
+                            let crc = crc32fast::hash(&data);
+                            (data, crc)
+                        })
+                    })?,
+                    None => read()?,
+                })
             }
             Location::File => match ChunkFile::open(&self.inner.paths.content(id), meta.size) {
                 Ok(f) => Source::File(f),
@@ -717,10 +718,8 @@ impl Store {
         };
         let reader = BlobReader::new(source, meta.size, range.start, range.end)?;
         Ok(match cached {
-            Some((cache, slot)) if matches!(meta.location, Location::File) => {
-                reader.with_cache(cache.clone(), slot)
-            }
-            _ => reader,
+            Some((cache, slot)) => reader.with_cache(cache.clone(), slot),
+            None => reader,
         })
     }
 

@@ -50,7 +50,8 @@ impl BlobReader {
         })
     }
 
-    /// Serves chunks of a content file from `cache` (in `slot`) and keeps those it reads.
+    /// Serves chunks of a content file from `cache` (in `slot`) and keeps those it reads
+    /// (other sources do not read chunks, and ignore it).
     pub(crate) fn with_cache(mut self, cache: Arc<ReadCache>, slot: Slot) -> Self {
         self.cache = Some((cache, slot));
         self
@@ -127,18 +128,15 @@ impl BlobReader {
         let Source::File(file) = &self.source else {
             unreachable!("only called for content files")
         };
-        let chunk = u32::try_from(index).ok();
-        if let (Some((cache, slot)), Some(chunk)) = (&self.cache, chunk) {
-            if let Some(data) = cache.get(*slot, chunk) {
-                return Ok(data);
-            }
+        let buf = &mut self.buf;
+        let mut read = || {
+            let crc = file.read_chunk(index, buf)?;
+            Ok((Bytes::from(std::mem::take(buf)), crc))
+        };
+        match &self.cache {
+            Some((cache, slot)) => cache.fetch(*slot, index, read),
+            None => read().map(|(data, _)| data),
         }
-        let crc = file.read_chunk(index, &mut self.buf)?;
-        let data = Bytes::from(std::mem::take(&mut self.buf));
-        if let (Some((cache, slot)), Some(chunk)) = (&self.cache, chunk) {
-            cache.insert(*slot, chunk, data.clone(), crc);
-        }
-        Ok(data)
     }
 
     fn next_local(&mut self) -> Result<Option<Bytes>> {
